@@ -1,0 +1,1 @@
+"""netdicom2 conformance harness."""

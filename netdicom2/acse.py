@@ -1,0 +1,199 @@
+"""Association negotiation helpers for the example SCP/SCU (PS3.8 §7.1, PS3.7 Annex D).
+
+Pure functions: build an A-ASSOCIATE-RQ, answer one with an AC or an RJ, and read which
+presentation contexts an AC accepted. The state machine never calls these; users may.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from netdicom2 import __version__
+from netdicom2.items import (
+    ApplicationContextItem,
+    ImplementationClassUIDSubItem,
+    ImplementationVersionNameSubItem,
+    MaximumLengthSubItem,
+    PresentationContextItemAC,
+    PresentationContextItemRQ,
+    UserInformationItem,
+)
+from netdicom2.pdu import AAssociateAcPDU, AAssociateRjPDU, AAssociateRqPDU
+
+__all__ = [
+    "APPLICATION_CONTEXT",
+    "IMPLEMENTATION_CLASS_UID",
+    "IMPLEMENTATION_VERSION_NAME",
+    "STORAGE_SOP_CLASSES",
+    "TRANSFER_SYNTAXES",
+    "AcceptedContext",
+    "accepted_contexts",
+    "build_rq",
+    "negotiate",
+]
+
+# PS3.7 Annex A.2.1: the DICOM Application Context Name.
+APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
+IMPLEMENTATION_CLASS_UID = "2.25.100177370509293821525267959656968553210"  # PS3.5 §B.2: a UUID-derived UID
+IMPLEMENTATION_VERSION_NAME = f"NETDICOM2_{__version__.replace('.', '')}"[:16]
+
+VERIFICATION = "1.2.840.10008.1.1"
+
+# PS3.4 Annex B.5: the storage SOP classes the example SCP serves by default.
+STORAGE_SOP_CLASSES: tuple[str, ...] = tuple(
+    "1.2.840.10008.5.1.4.1.1." + suffix
+    for suffix in (
+        "1",  # Computed Radiography
+        "1.1",  # Digital X-Ray, for presentation
+        "1.1.1",  # Digital X-Ray, for processing
+        "1.2",  # Digital Mammography, for presentation
+        "1.2.1",  # Digital Mammography, for processing
+        "2",  # CT
+        "2.1",  # Enhanced CT
+        "3.1",  # Ultrasound Multi-frame
+        "4",  # MR
+        "4.1",  # Enhanced MR
+        "6.1",  # Ultrasound
+        "7",  # Secondary Capture
+        "7.1",  # Multi-frame Single Bit SC
+        "7.2",  # Multi-frame Grayscale Byte SC
+        "7.3",  # Multi-frame Grayscale Word SC
+        "7.4",  # Multi-frame True Color SC
+        "11.1",  # Grayscale Softcopy Presentation State
+        "12.1",  # X-Ray Angiographic
+        "12.2",  # X-Ray Radiofluoroscopic
+        "20",  # Nuclear Medicine
+        "66",  # Raw Data
+        "77.1.4",  # VL Photographic
+        "88.11",  # Basic Text SR
+        "88.22",  # Enhanced SR
+        "88.33",  # Comprehensive SR
+        "88.59",  # Key Object Selection
+        "104.1",  # Encapsulated PDF
+        "128",  # Positron Emission Tomography
+        "481.1",  # RT Image
+        "481.2",  # RT Dose
+        "481.3",  # RT Structure Set
+        "481.5",  # RT Plan
+    )
+)
+
+# PS3.5 §10 and Annex A: the transfer syntaxes accepted, in the acceptor's order of preference.
+TRANSFER_SYNTAXES: tuple[str, ...] = (
+    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+    "1.2.840.10008.1.2",  # Implicit VR Little Endian (the default, PS3.5 §10.1)
+    "1.2.840.10008.1.2.2",  # Explicit VR Big Endian (retired)
+    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
+    "1.2.840.10008.1.2.4.50",  # JPEG Baseline
+    "1.2.840.10008.1.2.4.51",  # JPEG Extended
+    "1.2.840.10008.1.2.4.57",  # JPEG Lossless
+    "1.2.840.10008.1.2.4.70",  # JPEG Lossless SV1
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81",  # JPEG-LS Near-lossless
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
+    "1.2.840.10008.1.2.4.91",  # JPEG 2000
+    "1.2.840.10008.1.2.5",  # RLE Lossless
+)
+
+# PS3.8 Table 9-18: presentation context results.
+ACCEPTANCE = 0
+ABSTRACT_SYNTAX_NOT_SUPPORTED = 3
+TRANSFER_SYNTAXES_NOT_SUPPORTED = 4
+
+
+@dataclass(frozen=True)
+class AcceptedContext:
+    """A presentation context the acceptor accepted: ID, abstract and transfer syntax."""
+
+    context_id: int
+    abstract_syntax: str
+    transfer_syntax: str
+
+
+def _user_information(max_pdu_length: int) -> UserInformationItem:
+    """User information with the mandatory 51H and 52H sub-items and our 55H (PS3.7 D.3.3)."""
+    return UserInformationItem(
+        [
+            MaximumLengthSubItem(max_pdu_length),
+            ImplementationClassUIDSubItem(IMPLEMENTATION_CLASS_UID),
+            ImplementationVersionNameSubItem(IMPLEMENTATION_VERSION_NAME),
+        ]
+    )
+
+
+def build_rq(
+    called_ae: str,
+    calling_ae: str,
+    contexts: Iterable[tuple[str, Sequence[str]]],
+    *,
+    max_pdu_length: int = 16384,
+) -> AAssociateRqPDU:
+    """An A-ASSOCIATE-RQ proposing `contexts` with odd IDs 1, 3, 5, ... (PS3.8 §9.3.2.2)."""
+    items: list[object] = [ApplicationContextItem(APPLICATION_CONTEXT)]
+    for index, (abstract, transfer) in enumerate(contexts):
+        context_id = 2 * index + 1
+        if context_id > 255:
+            raise ValueError("at most 128 presentation contexts per association (PS3.8 §9.3.2.2)")
+        items.append(PresentationContextItemRQ(context_id, abstract, list(transfer)))
+    items.append(_user_information(max_pdu_length))
+    return AAssociateRqPDU(called_ae, calling_ae, items)  # type: ignore[arg-type]
+
+
+def negotiate(
+    rq: AAssociateRqPDU,
+    *,
+    abstract_syntaxes: Iterable[str] | None = None,
+    transfer_syntaxes: Sequence[str] = TRANSFER_SYNTAXES,
+    max_pdu_length: int = 16384,
+    ae_title: str | None = None,
+) -> tuple[AAssociateAcPDU | AAssociateRjPDU, list[AcceptedContext]]:
+    """Answer an A-ASSOCIATE-RQ: RJ 1/1/7 on a wrong called AE title, else an AC.
+
+    Each proposed context gets one result (PS3.8 Table 9-18): accepted with the first proposed
+    transfer syntax we support, 3 for an unknown abstract syntax, 4 for no common transfer
+    syntax. `abstract_syntaxes=None` means Verification and the storage SOP classes.
+    """
+    if ae_title is not None and rq.called_ae_title.strip() != ae_title.strip():
+        # PS3.8 Table 9-21: rejected-permanent, service-user, called-AE-title-not-recognized.
+        return AAssociateRjPDU(result=1, source=1, reason_diag=7), []
+    supported = (
+        set(abstract_syntaxes)
+        if abstract_syntaxes is not None
+        else {VERIFICATION, *STORAGE_SOP_CLASSES}
+    )
+    results: list[object] = [ApplicationContextItem(APPLICATION_CONTEXT)]
+    accepted: list[AcceptedContext] = []
+    for context in rq.presentation_context_items:
+        abstract = context.abstract_syntax.rstrip("\0 ")
+        proposed = [ts.rstrip("\0 ") for ts in context.transfer_syntaxes]
+        common = [ts for ts in proposed if ts in transfer_syntaxes]
+        if abstract not in supported:
+            result, chosen = ABSTRACT_SYNTAX_NOT_SUPPORTED, proposed[0] if proposed else ""
+        elif not common:
+            result, chosen = TRANSFER_SYNTAXES_NOT_SUPPORTED, proposed[0] if proposed else ""
+        else:
+            result, chosen = ACCEPTANCE, common[0]
+            accepted.append(AcceptedContext(context.context_id, abstract, chosen))
+        results.append(PresentationContextItemAC(context.context_id, result, chosen))
+    results.append(_user_information(max_pdu_length))
+    ac = AAssociateAcPDU(rq.called_ae_title, rq.calling_ae_title, results)  # type: ignore[arg-type]
+    return ac, accepted
+
+
+def accepted_contexts(rq: AAssociateRqPDU, ac: AAssociateAcPDU) -> list[AcceptedContext]:
+    """The contexts of `rq` that `ac` accepted, matched by ID, not position (PS3.8 §7.1.1.13)."""
+    proposed = {item.context_id: item for item in rq.presentation_context_items}
+    out = []
+    for item in ac.presentation_context_items:
+        rq_item = proposed.get(item.context_id)
+        if rq_item is None or item.result != ACCEPTANCE:
+            continue  # an ID we never proposed (dcm4che's "NaughtyScp" seed) is ignored
+        out.append(
+            AcceptedContext(
+                item.context_id,
+                rq_item.abstract_syntax.rstrip("\0 "),
+                item.transfer_syntax.rstrip("\0 "),
+            )
+        )
+    return out

@@ -1,0 +1,368 @@
+"""`netdicom2 scp`: a Verification and Storage SCP on DULServiceProvider, one thread each.
+
+Every accepted TCP connection gets its own provider (the DUL thread) and a service-user thread
+that negotiates, answers C-ECHO and C-STORE (status 0000H) and the release. Data sets stream to
+`output_dir` as Part 10 files, fragment by fragment, or are counted and discarded: the SCP never
+holds a whole data set in memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import re
+import selectors
+import signal
+import socket
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from netdicom2.acse import AcceptedContext, negotiate
+from netdicom2.dimse import (
+    COMMAND_FIELDS,
+    NO_DATA_SET,
+    CommandSet,
+    DimseError,
+    c_echo_rsp,
+    c_store_rsp,
+    decode_command,
+    encode_command,
+    part10_header,
+)
+from netdicom2.dulprovider import DULServiceProvider
+from netdicom2.exceptions import LocalProtocolError
+from netdicom2.items import PresentationDataValueItem
+from netdicom2.pdu import (
+    PDU,
+    AAbortPDU,
+    AAssociateRjPDU,
+    AAssociateRqPDU,
+    AReleaseRpPDU,
+    AReleaseRqPDU,
+    PDataTfPDU,
+)
+
+__all__ = ["StorageSCP", "add_subcommand"]
+
+log = logging.getLogger("netdicom2.scp")
+
+# PS3.7 Annex C: statuses the example SCP answers with.
+SUCCESS = 0x0000
+UNRECOGNIZED_OPERATION = 0x0211
+PROCESSING_FAILURE = 0x0110
+
+
+@dataclass
+class SCPStats:
+    """Counters a test or benchmark can read while the SCP runs."""
+
+    connections: int = 0
+    associations: int = 0
+    rejected_over_limit: int = 0
+    stores: int = 0
+    echoes: int = 0
+    bytes_received: int = 0
+    active: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+
+class StorageSCP:
+    """A listening socket whose connections are served by DULServiceProvider (acceptor)."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 11112,
+        *,
+        ae_title: str | None = None,
+        artim_timeout: float = 30.0,
+        max_pdu_length: int = 16384,
+        output_dir: Path | None = None,
+        max_associations: int = 500,
+        abstract_syntaxes: list[str] | None = None,
+    ) -> None:
+        self.ae_title = ae_title
+        self.artim_timeout = artim_timeout
+        self.max_pdu_length = max_pdu_length
+        self.output_dir = output_dir
+        self.abstract_syntaxes = abstract_syntaxes
+        self.stats = SCPStats()
+        self._slots = threading.BoundedSemaphore(max_associations)
+        self._listener = socket.create_server((host, port), backlog=1024)
+        self._listener.setblocking(False)
+        self.address: tuple[str, int] = self._listener.getsockname()[:2]
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._stopping = threading.Event()
+        self._threads: set[threading.Thread] = set()
+        self._providers: set[DULServiceProvider] = set()
+        self._lock = threading.Lock()
+        self._serving: threading.Thread | None = None
+
+    def start(self) -> StorageSCP:
+        """Serve in a background thread; returns self."""
+        self._serving = threading.Thread(target=self.serve_forever, name="scp-accept", daemon=True)
+        self._serving.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Accept connections until shutdown(); each one is served in its own thread."""
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._listener, selectors.EVENT_READ)
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            while not self._stopping.is_set():
+                for key, _ in selector.select():
+                    if key.fileobj is self._listener:
+                        self._accept()
+
+    def _accept(self) -> None:
+        """Accept every pending connection (PS3.8 §9.1.2: the acceptor accepts, then ARTIM)."""
+        while True:
+            try:
+                sock, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. EMFILE: leave the connection in the backlog for later
+                log.warning("accept failed: %s", exc)
+                return
+            with self.stats.lock:
+                self.stats.connections += 1
+            thread = threading.Thread(target=self._serve, args=(sock,), daemon=True)
+            with self._lock:
+                self._threads.add(thread)
+            thread.start()
+
+    def _serve(self, sock: socket.socket) -> None:
+        """The service user of one association, from A-ASSOCIATE indication to the end."""
+        admitted = threading.Event()
+
+        def admit(rq: AAssociateRqPDU) -> AAssociateRjPDU | None:
+            """PS3.8 §7.1.2.6 / Table 9-21: over the cap, RJ transient, local limit exceeded."""
+            if self._slots.acquire(blocking=False):
+                admitted.set()
+                return None
+            with self.stats.lock:
+                self.stats.rejected_over_limit += 1
+            return AAssociateRjPDU(result=2, source=3, reason_diag=2)
+
+        dul = DULServiceProvider(
+            sock,
+            artim_timeout=self.artim_timeout,
+            max_pdu_length=self.max_pdu_length,
+            acceptable=admit,
+            name="scp-dul",
+        )
+        with self._lock:
+            self._providers.add(dul)
+        session = _Session(self, dul)
+        dul.start()
+        try:
+            while True:
+                session.handle(dul.receive(None))
+        except LocalProtocolError:
+            pass  # the provider stopped: the association is over (or we are shutting down)
+        except Exception:
+            log.exception("service user failed; aborting the association")
+        finally:
+            dul.kill()
+            session.close()
+            if admitted.is_set():
+                self._slots.release()
+                with self.stats.lock:
+                    self.stats.active -= 1
+            with self._lock:
+                self._providers.discard(dul)
+                self._threads.discard(threading.current_thread())
+
+    def shutdown(self) -> None:
+        """Stop accepting, kill every association, wait for every thread, close every socket."""
+        self._stopping.set()
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\0")
+        if self._serving is not None:
+            self._serving.join()
+        with self._lock:
+            providers = list(self._providers)
+        for dul in providers:
+            dul.kill()
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join()
+        self._listener.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def __enter__(self) -> StorageSCP:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+
+class _Session:
+    """Per-association service-user state: negotiated contexts and the message being received."""
+
+    def __init__(self, scp: StorageSCP, dul: DULServiceProvider) -> None:
+        self.scp = scp
+        self.dul = dul
+        self.contexts: dict[int, AcceptedContext] = {}
+        self.command = bytearray()
+        self.pending: CommandSet | None = None
+        self.pending_context = 0
+        self.sink: BinaryIO | None = None
+
+    def handle(self, pdu: PDU) -> None:
+        """React to one indication of the provider."""
+        if isinstance(pdu, AAssociateRqPDU):
+            answer, accepted = negotiate(
+                pdu,
+                abstract_syntaxes=self.scp.abstract_syntaxes,
+                max_pdu_length=self.scp.max_pdu_length,
+                ae_title=self.scp.ae_title,
+            )
+            self.contexts = {context.context_id: context for context in accepted}
+            if not isinstance(answer, AAssociateRjPDU):
+                with self.scp.stats.lock:
+                    self.scp.stats.associations += 1
+                    self.scp.stats.active += 1
+            self.dul.send(answer)
+        elif isinstance(pdu, PDataTfPDU):
+            for item in pdu.data_value_items:
+                self._pdv(item)
+        elif isinstance(pdu, AReleaseRqPDU):
+            self.dul.send(AReleaseRpPDU())  # PS3.8 §7.2: release is always affirmative
+        # AAbortPDU (A-ABORT / A-P-ABORT): nothing to answer; the provider ends the association.
+
+    def _pdv(self, item: PresentationDataValueItem) -> None:
+        """Collect command fragments; stream data-set fragments (PS3.8 Annex E)."""
+        if item.context_id not in self.contexts:
+            log.warning("P-DATA on presentation context %d that was not accepted", item.context_id)
+            self.dul.send(AAbortPDU(source=0, reason_diag=0))
+            return
+        if item.is_command:
+            self.command += item.fragment
+            if item.is_last:
+                self._command_complete(item.context_id)
+            return
+        if self.pending is None:
+            log.warning("data set fragment without a command")
+            self.dul.send(AAbortPDU(source=0, reason_diag=0))
+            return
+        with self.scp.stats.lock:
+            self.scp.stats.bytes_received += len(item.fragment)
+        if self.sink is not None:
+            self.sink.write(item.fragment)
+        if item.is_last:
+            self._store_complete()
+
+    def _command_complete(self, context_id: int) -> None:
+        """A whole command set arrived: answer C-ECHO, prepare a C-STORE, refuse the rest."""
+        try:
+            command = decode_command(bytes(self.command))
+        except DimseError as exc:
+            log.warning("undecodable command set: %s", exc)
+            self.dul.send(AAbortPDU(source=0, reason_diag=0))
+            return
+        finally:
+            self.command.clear()
+        if command.command_field == COMMAND_FIELDS["C-ECHO-RQ"]:
+            with self.scp.stats.lock:
+                self.scp.stats.echoes += 1
+            self._respond(context_id, c_echo_rsp(command))
+        elif command.command_field == COMMAND_FIELDS["C-STORE-RQ"] and command.has_data_set:
+            self.pending, self.pending_context = command, context_id
+            if self.scp.output_dir is not None:
+                self.sink = self._open_sink(command, self.contexts[context_id])
+        else:
+            response = CommandSet(
+                {
+                    0x0002: command.get_uid(0x0002),
+                    0x0100: (command.command_field | 0x8000) & 0xFFFF,
+                    0x0120: command.message_id,
+                    0x0800: NO_DATA_SET,
+                    0x0900: UNRECOGNIZED_OPERATION,
+                }
+            )
+            self._respond(context_id, response)
+
+    def _open_sink(self, command: CommandSet, context: AcceptedContext) -> BinaryIO:
+        """A Part 10 file named after the SOP instance, header written, ready for fragments."""
+        assert self.scp.output_dir is not None
+        instance = command.get_uid(0x1000)
+        name = re.sub(r"[^0-9A-Za-z.]", "_", instance) or "unnamed"
+        sink = (self.scp.output_dir / f"{name}.dcm").open("wb")
+        sink.write(part10_header(command.get_uid(0x0002), instance, context.transfer_syntax))
+        return sink
+
+    def _store_complete(self) -> None:
+        """The last data-set fragment arrived: close the file and answer C-STORE-RSP."""
+        assert self.pending is not None
+        status = SUCCESS
+        if self.sink is not None:
+            try:
+                self.sink.close()
+            except OSError:
+                status = PROCESSING_FAILURE
+            self.sink = None
+        with self.scp.stats.lock:
+            self.scp.stats.stores += 1
+        command, context_id = self.pending, self.pending_context
+        self.pending = None
+        self._respond(context_id, c_store_rsp(command, status))
+
+    def _respond(self, context_id: int, command: CommandSet) -> None:
+        """Send a response command set as one last command fragment (PS3.8 Annex E.2: 03H)."""
+        pdv = PresentationDataValueItem(context_id, 0x03, encode_command(command))
+        self.dul.send(PDataTfPDU([pdv]))
+
+    def close(self) -> None:
+        """Close a half-written file when the association ends abnormally."""
+        if self.sink is not None:
+            with contextlib.suppress(OSError):
+                self.sink.close()
+            self.sink = None
+
+
+def add_subcommand(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `netdicom2 scp`."""
+    p = sub.add_parser("scp", help="run a Verification/Storage SCP on DULServiceProvider")
+    p.add_argument("--port", type=int, default=11112, help="TCP port (default 11112)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--ae-title", default=None, help="reject other called AE titles (RJ 1/1/7)")
+    p.add_argument("--artim", type=float, default=30.0, help="ARTIM timeout in seconds")
+    p.add_argument("--max-pdu", type=int, default=16384, help="maximum PDU length we receive")
+    p.add_argument("--output-dir", type=Path, default=None, help="write received data sets here")
+    p.add_argument("--max-associations", type=int, default=500, help="concurrent associations")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="-v info, -vv debug")
+    p.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Serve until SIGINT or SIGTERM, then shut down cleanly."""
+    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2))
+    if args.output_dir is not None:
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+    scp = StorageSCP(
+        args.host,
+        args.port,
+        ae_title=args.ae_title,
+        artim_timeout=args.artim,
+        max_pdu_length=args.max_pdu,
+        output_dir=args.output_dir,
+        max_associations=args.max_associations,
+    )
+    done = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        done.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    scp.start()
+    print(f"netdicom2 scp listening on {scp.address[0]}:{scp.address[1]}", flush=True)
+    done.wait()
+    scp.shutdown()
+    return 0

@@ -1,0 +1,251 @@
+"""`netdicom2 echo` and `netdicom2 store`: requestors built on DULServiceProvider.
+
+`Association` is the small service-user layer they share: associate, send a DIMSE message
+(command, then data set, fragmented to the peer's maximum PDU length), wait for a response
+command, release. Every wait is bounded by `timeout` (an ACSE/DIMSE timeout, PS3.8 §9.1.4
+Note 2: not ARTIM); on expiry the association is aborted (A-ABORT, Evt15 → AA-1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from netdicom2.acse import AcceptedContext, accepted_contexts, build_rq
+from netdicom2.dimse import (
+    VERIFICATION_SOP_CLASS,
+    CommandSet,
+    DimseError,
+    c_echo_rq,
+    c_store_rq,
+    decode_command,
+    encode_command,
+    read_part10,
+)
+from netdicom2.dulprovider import Connector, DULServiceProvider
+from netdicom2.exceptions import NetDicomError, TimeoutError
+from netdicom2.framing import fragment
+from netdicom2.pdu import (
+    PDU,
+    AAbortPDU,
+    AAssociateAcPDU,
+    AAssociateRjPDU,
+    AReleaseRpPDU,
+    AReleaseRqPDU,
+    PDataTfPDU,
+)
+
+__all__ = ["Association", "AssociationError", "add_subcommands", "echo", "store"]
+
+
+class AssociationError(NetDicomError):
+    """The association was rejected, aborted, or the peer did not answer in time."""
+
+
+class Association:
+    """A requestor association over DULServiceProvider (context manager: releases on exit)."""
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        contexts: Sequence[tuple[str, Sequence[str]]],
+        *,
+        called_ae: str = "ANY-SCP",
+        calling_ae: str = "NETDICOM2",
+        max_pdu_length: int = 16384,
+        timeout: float = 30.0,
+        connect: Connector | None = None,
+    ) -> None:
+        self.timeout = timeout
+        self.rq = build_rq(called_ae, calling_ae, contexts, max_pdu_length=max_pdu_length)
+        self.dul = DULServiceProvider(address=address, connect=connect, name="scu-dul")
+        self.ac: AAssociateAcPDU | None = None
+        self.contexts: list[AcceptedContext] = []
+        self._message_id = 0
+
+    def __enter__(self) -> Association:
+        self.associate()
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is None:
+            self.release()
+        else:
+            self.abort()
+
+    def associate(self) -> AAssociateAcPDU:
+        """A-ASSOCIATE request; returns the AC or raises AssociationError (RJ, abort, time)."""
+        self.dul.start()
+        self.dul.send(self.rq)
+        answer = self._wait()
+        if isinstance(answer, AAssociateAcPDU):
+            self.ac = answer
+            self.contexts = accepted_contexts(self.rq, answer)
+            return answer
+        self.dul.kill()
+        if isinstance(answer, AAssociateRjPDU):
+            raise AssociationError(
+                f"association rejected: result {answer.result}, source {answer.source}, "
+                f"reason {answer.reason_diag} (PS3.8 Table 9-21)"
+            )
+        raise AssociationError(f"association not established: {answer!r}")
+
+    def context_for(self, abstract_syntax: str, transfer_syntax: str | None = None) -> int:
+        """The ID of an accepted context for this abstract (and transfer) syntax."""
+        for context in self.contexts:
+            if context.abstract_syntax == abstract_syntax and (
+                transfer_syntax is None or context.transfer_syntax == transfer_syntax
+            ):
+                return context.context_id
+        raise AssociationError(f"no accepted presentation context for {abstract_syntax}")
+
+    def send_message(
+        self, context_id: int, command: CommandSet, dataset: bytes | memoryview | None = None
+    ) -> None:
+        """Command fragments, then data-set fragments, within the peer's maximum (Annex E)."""
+        peer_max = self.dul.connection.peer_max_pdu_length or 0
+        data = encode_command(command)
+        for pdu in fragment(context_id, data, is_command=True, max_pdu_length=peer_max):
+            self.dul.send(pdu)
+        if dataset is not None:
+            for pdu in fragment(context_id, dataset, is_command=False, max_pdu_length=peer_max):
+                self.dul.send(pdu)
+
+    def receive_command(self) -> CommandSet:
+        """Wait for a whole response command set (data sets of responses are not expected)."""
+        buffer = bytearray()
+        while True:
+            pdu = self._wait()
+            if not isinstance(pdu, PDataTfPDU):
+                raise AssociationError(f"association ended while waiting for a response: {pdu!r}")
+            for item in pdu.data_value_items:
+                if item.is_command:
+                    buffer += item.fragment
+                    if item.is_last:
+                        return decode_command(bytes(buffer))
+
+    def next_message_id(self) -> int:
+        """Message IDs 1, 2, 3, ... (PS3.7 §9.3: unique among outstanding requests)."""
+        self._message_id = self._message_id % 0xFFFF + 1
+        return self._message_id
+
+    def release(self) -> None:
+        """A-RELEASE request; waits for the confirmation, then stops the provider."""
+        try:
+            self.dul.send(AReleaseRqPDU())
+            while not isinstance(self._wait(), AReleaseRpPDU):
+                pass  # PS3.8 AR-6: P-DATA may still arrive after our A-RELEASE-RQ
+        finally:
+            self.dul.kill()
+
+    def abort(self) -> None:
+        """A-ABORT request (Evt15 → AA-1) if the association is still up; stop the provider."""
+        self.dul.kill()
+
+    def _wait(self) -> PDU:
+        """The next indication within the timeout; an abort or timeout raises."""
+        try:
+            pdu = self.dul.receive(self.timeout)
+        except TimeoutError:
+            self.dul.kill()
+            raise AssociationError(f"no answer within {self.timeout} s; aborted") from None
+        if isinstance(pdu, AAbortPDU):
+            self.dul.kill()
+            kind = "A-ABORT" if pdu.source == 0 else "A-P-ABORT"
+            raise AssociationError(f"{kind}: source {pdu.source}, reason {pdu.reason_diag}")
+        return pdu
+
+
+def echo(address: tuple[str, int], **kwargs: object) -> int:
+    """Associate, C-ECHO, release; returns the C-ECHO-RSP status."""
+    contexts = [(VERIFICATION_SOP_CLASS, ["1.2.840.10008.1.2"])]
+    with Association(address, contexts, **kwargs) as assoc:  # type: ignore[arg-type]
+        assoc.send_message(assoc.context_for(VERIFICATION_SOP_CLASS), c_echo_rq(1))
+        status = assoc.receive_command().status
+    return -1 if status is None else status
+
+
+def store(address: tuple[str, int], files: Sequence[Path], **kwargs: object) -> list[int]:
+    """Send each Part 10 file with C-STORE in one association; returns the statuses."""
+    metas = []
+    for path in files:
+        with path.open("rb") as handle:
+            head = handle.read(1 << 16)
+        metas.append(read_part10(head))
+    proposals: list[tuple[str, list[str]]] = []
+    for meta in metas:
+        wanted = [meta.transfer_syntax_uid]
+        if (meta.sop_class_uid, wanted) not in proposals:
+            proposals.append((meta.sop_class_uid, wanted))
+    statuses = []
+    with Association(address, proposals, **kwargs) as assoc:  # type: ignore[arg-type]
+        for path, meta in zip(files, metas, strict=True):
+            context_id = assoc.context_for(meta.sop_class_uid, meta.transfer_syntax_uid)
+            dataset = memoryview(path.read_bytes())[meta.dataset_offset :]
+            command = c_store_rq(assoc.next_message_id(), meta.sop_class_uid, meta.sop_instance_uid)
+            assoc.send_message(context_id, command, dataset)
+            status = assoc.receive_command().status
+            statuses.append(-1 if status is None else status)
+    return statuses
+
+
+def _address(host: str, port: int) -> tuple[str, int]:
+    """(host, port) for the provider."""
+    return (host, port)
+
+
+def add_subcommands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `netdicom2 echo` and `netdicom2 store`."""
+    for name, help_text in (
+        ("echo", "C-ECHO a DICOM peer (Verification SCU)"),
+        ("store", "C-STORE Part 10 files to a DICOM peer (Storage SCU)"),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("host")
+        p.add_argument("port", type=int)
+        if name == "store":
+            p.add_argument("files", nargs="+", type=Path, metavar="FILE")
+        p.add_argument("--called-ae", default="ANY-SCP", help="called AE title")
+        p.add_argument("--calling-ae", default="NETDICOM2", help="calling AE title")
+        p.add_argument("--max-pdu", type=int, default=16384, help="maximum PDU length we receive")
+        p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for answers")
+        p.set_defaults(handler=_run_echo if name == "echo" else _run_store)
+
+
+def _kwargs(args: argparse.Namespace) -> dict[str, object]:
+    """Association keyword arguments from the command line."""
+    return {
+        "called_ae": args.called_ae,
+        "calling_ae": args.calling_ae,
+        "max_pdu_length": args.max_pdu,
+        "timeout": args.timeout,
+    }
+
+
+def _run_echo(args: argparse.Namespace) -> int:
+    """Exit 0 when the peer answers C-ECHO with status 0000H."""
+    started = time.perf_counter()
+    try:
+        status = echo(_address(args.host, args.port), **_kwargs(args))
+    except (AssociationError, OSError) as exc:
+        print(f"netdicom2 echo: {exc}", file=sys.stderr)
+        return 1
+    elapsed = (time.perf_counter() - started) * 1000
+    print(f"C-ECHO {args.host}:{args.port}: status 0x{status:04X} ({elapsed:.1f} ms)")
+    return 0 if status == 0 else 1
+
+
+def _run_store(args: argparse.Namespace) -> int:
+    """Exit 0 when every file was stored with status 0000H."""
+    try:
+        statuses = store(_address(args.host, args.port), args.files, **_kwargs(args))
+    except (AssociationError, DimseError, OSError) as exc:
+        print(f"netdicom2 store: {exc}", file=sys.stderr)
+        return 1
+    for path, status in zip(args.files, statuses, strict=True):
+        print(f"C-STORE {path}: status 0x{status:04X}")
+    return 0 if all(s == 0 for s in statuses) else 1
+

@@ -1,0 +1,538 @@
+"""DULServiceProvider: the threaded adapter that runs the sans-I/O core over one TCP socket.
+
+One thread per provider blocks in `selectors` until the socket is readable or writable, the
+user wakes it through a socketpair, or the nearest deadline (ARTIM, application timeouts, a
+bounded send) passes. It never polls and never sleeps. User primitives are handed to the core
+synchronously in `send()` (so misuse raises at once, naming the state), and the bytes they
+produce are written by the loop thread: one thread hand-off per PDU.
+
+Indications reach `receive()` as PDU objects (PS3.8 §7): AAssociateRqPDU (A-ASSOCIATE
+indication), AAssociateAcPDU / AAssociateRjPDU (confirmation), PDataTfPDU (P-DATA),
+AReleaseRqPDU / AReleaseRpPDU (A-RELEASE indication / confirmation) and AAbortPDU. An AAbortPDU
+with source 0 is the peer's A-ABORT; with source 2 it is an A-P-ABORT: the peer's provider abort,
+our own provider abort (AA-8, with the reason we sent), or the loss of the transport (AA-4,
+reason 0: peer reset, closed connection, failed connect, or a peer that stopped reading and let
+a send time out).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import queue
+import selectors
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from netdicom2.connection import (
+    CloseTransport,
+    Connection,
+    Effect,
+    Indicate,
+    OpenTransport,
+    SendPDU,
+    Transition,
+)
+from netdicom2.exceptions import LocalProtocolError, ProviderStoppedError, TimeoutError
+from netdicom2.fsm import State
+from netdicom2.items import PresentationDataValueItem
+from netdicom2.pdu import PDU, AAbortPDU, AAssociateRqPDU, PDataTfPDU
+
+__all__ = ["DULServiceProvider", "split_pdata"]
+
+log = logging.getLogger("netdicom2.dul")
+
+Address = tuple[str, int]
+Connector = Callable[[Address], socket.socket]
+Observer = Callable[[Transition], None]
+
+_RECV_SIZE = 1 << 18
+_STOPPED = object()  # placed in the incoming queue when the loop exits
+
+
+def split_pdata(pdu: PDataTfPDU, max_pdu_length: int) -> list[PDataTfPDU]:
+    """Cut a P-DATA-TF so that no PDU-length exceeds the peer's maximum (PS3.8 Annex D.1, E.1).
+
+    A PDV is never split across PDUs as such: an oversized fragment becomes several fragments,
+    all but the last with bit 1 of the message control header cleared (PS3.8 Annex E.2). Each
+    fragment is even-length when the original is, and slicing never copies the payload.
+    """
+    if max_pdu_length <= 0 or _pdata_length(pdu.data_value_items) <= max_pdu_length:
+        return [pdu]
+    # 6 = PDV item-length (4) + presentation context ID (1) + message control header (1).
+    room = (max_pdu_length - 6) & ~1
+    if room <= 0:
+        raise ValueError(f"peer maximum PDU length {max_pdu_length} cannot carry any PDV")
+    out: list[PDataTfPDU] = []
+    for item in pdu.data_value_items:
+        fragment = memoryview(item.fragment)
+        if len(fragment) <= room:
+            out.append(PDataTfPDU([item]))
+            continue
+        last_bit = item.control_header & 0x02
+        more = item.control_header & ~0x02 & 0xFF
+        for start in range(0, len(fragment), room):
+            piece = fragment[start : start + room]
+            header = more | last_bit if start + room >= len(fragment) else more
+            out.append(PDataTfPDU([PresentationDataValueItem(item.context_id, header, piece)]))
+    return out
+
+
+def _pdata_length(items: Iterable[PresentationDataValueItem]) -> int:
+    """PDU-length of a P-DATA-TF: each PDV item is 4 + 1 + 1 + fragment bytes (Table 9-23)."""
+    return sum(6 + len(item.fragment) for item in items)
+
+
+class DULServiceProvider(threading.Thread):
+    """The DICOM UL service provider for one association at a time (PS3.8 §9).
+
+    With `dul_socket` (an accepted connection) the provider is the association acceptor and
+    starts with Evt5 (AE-5, ARTIM started). Without it, it is a requestor: sending an
+    AAssociateRqPDU opens the TCP connection to `address` (Evt1 → AE-1 → connect → Evt2 →
+    AE-2), or asks `connect(address)` for a connected socket when given.
+
+    An acceptor's thread exits when its association is over (back in Sta1: the socket is
+    closed and cannot carry another association, §9.1.1); `receive()` then raises
+    ProviderStoppedError once the indications are consumed. A requestor's thread stays in
+    Sta1 for a next association until `stop()` or `kill()`.
+    """
+
+    def __init__(
+        self,
+        dul_socket: socket.socket | None = None,
+        *,
+        address: Address | None = None,
+        connect: Connector | None = None,
+        artim_timeout: float = 30.0,
+        max_pdu_length: int = 16384,
+        association_timeout: float | None = None,
+        release_timeout: float | None = None,
+        connect_timeout: float = 30.0,
+        send_timeout: float = 30.0,
+        acceptable: Callable[[AAssociateRqPDU], Any] | None = None,
+        observer: Observer | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name=name or "DULServiceProvider", daemon=True)
+        self.address = address
+        self._connector = connect
+        self._connect_timeout = connect_timeout
+        self._send_timeout = send_timeout
+        self._observers: list[Observer] = [observer] if observer is not None else []
+        self._lock = threading.RLock()  # observers run under it and may call send()
+        self._effects: deque[Effect] = deque()
+        self._incoming: queue.Queue[object] = queue.Queue()
+        self._terminate = False
+        self._killed = False
+        self._error: BaseException | None = None
+        self._exited = False
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ)
+        self._sock: socket.socket | None = None
+        # An acceptor serves the one association of its socket and exits when it is over.
+        self._one_shot = dul_socket is not None
+        self._connecting = False
+        self._connect_deadline: float | None = None
+        self._out: deque[memoryview] = deque()
+        self._send_deadline: float | None = None
+        self.connection = Connection(
+            artim_timeout=artim_timeout,
+            max_pdu_length=max_pdu_length,
+            association_timeout=association_timeout,
+            release_timeout=release_timeout,
+            acceptable=acceptable,
+            observer=self._on_transition,
+        )
+        if dul_socket is not None:
+            # PS3.8 §9.1.2: the acceptor accepts the connection and starts ARTIM (Evt5 → AE-5).
+            self._attach(dul_socket)
+            with self._lock:
+                self._effects.extend(self.connection.transport_accepted(time.monotonic()))
+
+    # ----------------------------------------------------------------- the seed API
+
+    def send(self, primitive: PDU) -> None:
+        """Hand a user primitive to the state machine; the event loop writes its PDU(s).
+
+        Raises LocalProtocolError (naming state and primitive) when Table 9-10 has no action
+        for it in the current state, and ProviderStoppedError once the loop has exited.
+        """
+        self._raise_if_failed()
+        with self._lock:
+            if self._exited or self._terminate:
+                raise ProviderStoppedError(self.connection.state, None, primitive)
+            if (
+                isinstance(primitive, AAssociateRqPDU)
+                and self.address is None
+                and self._connector is None
+            ):
+                raise LocalProtocolError(
+                    self.connection.state,
+                    "Evt1",
+                    primitive,
+                    "no called presentation address: pass address=(host, port)",
+                )
+            now = time.monotonic()
+            if isinstance(primitive, PDataTfPDU):
+                peer_max = self.connection.peer_max_pdu_length or 0
+                for part in split_pdata(primitive, peer_max):
+                    self._effects.extend(self.connection.send(part, now))
+            else:
+                self._effects.extend(self.connection.send(primitive, now))
+        self._wake()
+
+    def receive(self, timeout: float | None) -> PDU:
+        """The next indication or confirmation; TimeoutError when none arrives in time."""
+        try:
+            item = self._incoming.get(timeout=timeout)
+        except queue.Empty:
+            self._raise_if_failed()
+            raise TimeoutError(f"no PDU within {timeout} s") from None
+        if item is _STOPPED:
+            self._incoming.put(_STOPPED)  # every later call sees it too
+            self._raise_if_failed()
+            raise ProviderStoppedError(self.connection.state, None, None)
+        return item  # type: ignore[return-value]
+
+    def stop(self) -> bool:
+        """Set the termination flag only when the association is idle (Sta1)."""
+        with self._lock:
+            if self.connection.state is not State.Sta1 and not self._exited:
+                return False
+            self._terminate = True
+        self._wake()
+        return True
+
+    def kill(self) -> None:
+        """Set the termination flag and wait for the thread to exit.
+
+        An association still in progress is ended first: A-ABORT (Evt15 → AA-1) where Table
+        9-10 allows it, then the transport is closed at once without waiting for ARTIM.
+        """
+        with self._lock:
+            self._terminate = True
+            self._killed = True
+        self._wake()
+        if self.is_alive():
+            self.join()
+        elif not self._exited:
+            self._shutdown()
+
+    def run(self) -> None:
+        """The event loop: block in selectors until I/O, a wakeup or the next deadline."""
+        try:
+            self._loop()
+        except BaseException as exc:  # noqa: BLE001 - no exception may kill the thread silently
+            log.exception("DUL event loop failed in %s", self.connection.state.value)
+            self._error = exc
+            if self.connection.state is not State.Sta1:
+                self._incoming.put(AAbortPDU(source=2, reason_diag=0))
+        finally:
+            self._shutdown()
+
+    # ----------------------------------------------------------------- observers
+
+    def add_observer(self, observer: Observer) -> None:
+        """Call `observer(transition)` for every Table 9-10 transition, in the loop thread."""
+        self._observers.append(observer)
+
+    @property
+    def state(self) -> State:
+        """The current PS3.8 state (Sta1..Sta13)."""
+        return self.connection.state
+
+    def _on_transition(self, transition: Transition) -> None:
+        """Log one line per transition at DEBUG, then tell the observers."""
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s + %s -> %s -> %s",
+                transition.state.value,
+                transition.event.value,
+                transition.action.value,
+                transition.next_state.value,
+            )
+        for observer in self._observers:
+            observer(transition)
+
+    # ----------------------------------------------------------------- the loop
+
+    def _loop(self) -> None:
+        """Drain effects, then wait for the next input; exit on the termination flag."""
+        while True:
+            self._drain()
+            if self._terminate:
+                self._end_association()
+                return
+            if self._one_shot and self._sock is None and self.connection.state is State.Sta1:
+                return  # PS3.8 §9.1.1: one association per connection, and it has ended
+            timeout = self._next_timeout()
+            events = self._selector.select(timeout)
+            now = time.monotonic()
+            for key, mask in events:
+                if key.fileobj is self._wake_r:
+                    self._drain_wakeups()
+                elif self._connecting:
+                    self._finish_connect()
+                else:
+                    if mask & selectors.EVENT_WRITE:
+                        self._flush()
+                    if mask & selectors.EVENT_READ and self._sock is not None:
+                        self._read()
+            self._check_deadlines(now)
+
+    def _next_timeout(self) -> float | None:
+        """Seconds until the nearest deadline, None when there is none."""
+        with self._lock:
+            deadlines = [self.connection.timer_deadline, self._send_deadline]
+        deadlines.append(self._connect_deadline)
+        present = [d for d in deadlines if d is not None]
+        if not present:
+            return None
+        return max(0.0, min(present) - time.monotonic())
+
+    def _check_deadlines(self, now: float) -> None:
+        """Fire ARTIM / application timeouts (Evt18, Evt15) and bounded sends and connects."""
+        if self._send_deadline is not None and now >= self._send_deadline and self._out:
+            log.warning("peer stopped reading for %.1f s: transport dropped", self._send_timeout)
+            self._transport_lost(now)
+        if self._connect_deadline is not None and now >= self._connect_deadline:
+            log.warning("TCP connect to %s timed out", self.address)
+            self._transport_lost(now)
+        with self._lock:
+            deadline = self.connection.timer_deadline
+            if deadline is not None and now >= deadline:
+                self._effects.extend(self.connection.handle_timer(now))
+
+    def _drain(self) -> None:
+        """Perform queued effects in order (PS3.8 action order)."""
+        while True:
+            with self._lock:
+                if not self._effects:
+                    return
+                effect = self._effects.popleft()
+            self._perform(effect)
+
+    def _perform(self, effect: Effect) -> None:
+        """Carry out one effect of an action."""
+        if isinstance(effect, SendPDU):
+            self._write(effect.data)
+        elif isinstance(effect, Indicate):
+            self._incoming.put(effect.primitive)
+        elif isinstance(effect, OpenTransport):
+            self._open()
+        elif isinstance(effect, CloseTransport):
+            self._close_socket(flush=True)
+        # StartTimer / StopTimer: the loop reads connection.timer_deadline before each wait.
+
+    # ----------------------------------------------------------------- transport
+
+    def _attach(self, sock: socket.socket) -> None:
+        """Take ownership of a connected socket: non-blocking, TCP_NODELAY, registered."""
+        sock.setblocking(False)
+        with contextlib.suppress(OSError):  # AF_UNIX socketpairs in tests have no TCP options
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock = sock
+        self._selector.register(sock, selectors.EVENT_READ)
+
+    def _open(self) -> None:
+        """AE-1: issue TRANSPORT CONNECT; Evt2 follows when the connection completes."""
+        assert self.address is not None or self._connector is not None
+        now = time.monotonic()
+        if self._connector is not None:
+            try:
+                sock = self._connector(self.address or ("", 0))
+            except OSError as exc:
+                log.warning("TCP connect failed: %s", exc)
+                self._connect_failed(now)
+                return
+            self._attach(sock)
+            self._connected(now)
+            return
+        assert self.address is not None
+        try:
+            sock = socket.socket(_family(self.address[0]), socket.SOCK_STREAM)
+        except OSError as exc:
+            log.warning("cannot create socket: %s", exc)
+            self._connect_failed(now)
+            return
+        sock.setblocking(False)
+        err = sock.connect_ex(self.address)
+        if err not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK):
+            sock.close()
+            log.warning("TCP connect to %s failed: %s", self.address, errno.errorcode.get(err))
+            self._connect_failed(now)
+            return
+        self._sock = sock
+        self._connecting = True
+        self._connect_deadline = now + self._connect_timeout
+        self._selector.register(sock, selectors.EVENT_WRITE)
+
+    def _finish_connect(self) -> None:
+        """The non-blocking connect completed: Evt2 on success, Evt17 (AA-4) on failure."""
+        assert self._sock is not None
+        now = time.monotonic()
+        err = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        sock = self._sock
+        self._selector.unregister(sock)
+        self._connecting = False
+        self._connect_deadline = None
+        self._sock = None
+        if err:
+            sock.close()
+            log.warning("TCP connect to %s failed: %s", self.address, errno.errorcode.get(err))
+            self._connect_failed(now)
+            return
+        self._attach(sock)
+        self._connected(now)
+
+    def _connected(self, now: float) -> None:
+        """PS3.8 §9.1.2: the connection is confirmed (Evt2 → AE-2 sends the A-ASSOCIATE-RQ)."""
+        with self._lock:
+            self._effects.extend(self.connection.transport_connected(now))
+
+    def _connect_failed(self, now: float) -> None:
+        """A failed TRANSPORT CONNECT is a closed transport in Sta4 (Evt17 → AA-4)."""
+        self._connecting = False
+        self._connect_deadline = None
+        with self._lock:
+            self._effects.extend(self.connection.transport_closed(now))
+
+    def _read(self) -> None:
+        """Feed received bytes to the core; EOF or reset is Evt17."""
+        assert self._sock is not None
+        try:
+            data = self._sock.recv(_RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            log.info("transport error while reading: %s", exc)
+            self._transport_lost(time.monotonic())
+            return
+        now = time.monotonic()
+        if not data:
+            self._transport_lost(now)
+            return
+        with self._lock:
+            self._effects.extend(self.connection.receive_bytes(data, now))
+
+    def _write(self, data: bytes) -> None:
+        """Write one PDU, in one system call when the socket buffer takes it."""
+        if self._sock is None:
+            return  # the transport is gone: PS3.8 §7.3, data in transit may be lost
+        if self._out:
+            self._out.append(memoryview(data))
+            return
+        try:
+            sent = self._sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            log.info("transport error while writing: %s", exc)
+            self._transport_lost(time.monotonic())
+            return
+        if sent < len(data):
+            self._out.append(memoryview(data)[sent:])
+            self._send_deadline = time.monotonic() + self._send_timeout
+            self._selector.modify(self._sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
+
+    def _flush(self) -> None:
+        """Write pending output while the socket takes it; re-arm the bounded-send deadline."""
+        assert self._sock is not None
+        while self._out:
+            chunk = self._out[0]
+            try:
+                sent = self._sock.send(chunk)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.info("transport error while writing: %s", exc)
+                self._transport_lost(time.monotonic())
+                return
+            self._send_deadline = time.monotonic() + self._send_timeout
+            if sent < len(chunk):
+                self._out[0] = chunk[sent:]
+                return
+            self._out.popleft()
+        self._send_deadline = None
+        self._selector.modify(self._sock, selectors.EVENT_READ)
+
+    def _transport_lost(self, now: float) -> None:
+        """Peer close, reset, network failure or stalled peer: Evt17 (AA-4, AA-5 or AR-5)."""
+        self._close_socket(flush=False)
+        with self._lock:
+            if self.connection.state is State.Sta1:
+                return
+            self._effects.extend(self.connection.transport_closed(now))
+
+    def _close_socket(self, *, flush: bool) -> None:
+        """Close the transport (PS3.8 §9.1.4: no linger); best-effort write of pending output."""
+        sock = self._sock
+        if sock is None:
+            return
+        if flush and self._out and not self._connecting:
+            with contextlib.suppress(OSError):
+                for chunk in self._out:
+                    sock.send(chunk)
+        self._out.clear()
+        self._send_deadline = None
+        self._connect_deadline = None
+        self._connecting = False
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(sock)
+        sock.close()
+        self._sock = None
+
+    def _end_association(self) -> None:
+        """On kill: A-ABORT where Table 9-10 allows Evt15, then close and return to Sta1."""
+        now = time.monotonic()
+        if not self._killed or self.connection.state is State.Sta1:
+            return
+        with self._lock:
+            with contextlib.suppress(LocalProtocolError):
+                self._effects.extend(self.connection.send(AAbortPDU(source=0), now))
+        self._drain()
+        if self.connection.state is not State.Sta1:
+            self._transport_lost(now)
+            self._drain()
+
+    # ----------------------------------------------------------------- wakeups and shutdown
+
+    def _wake(self) -> None:
+        """Wake the loop from another thread (one byte into the socketpair)."""
+        with contextlib.suppress(BlockingIOError, OSError):
+            self._wake_w.send(b"\0")
+
+    def _drain_wakeups(self) -> None:
+        """Empty the wakeup socket; the loop re-reads effects and flags itself."""
+        with contextlib.suppress(BlockingIOError, InterruptedError):
+            while self._wake_r.recv(4096):
+                pass
+
+    def _shutdown(self) -> None:
+        """Release every file descriptor and tell blocked receivers that the loop is gone."""
+        with self._lock:
+            self._exited = True
+        self._close_socket(flush=False)
+        with contextlib.suppress(OSError):
+            self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+        self._incoming.put(_STOPPED)
+
+    def _raise_if_failed(self) -> None:
+        """Re-raise, in the user's thread, an exception that ended the loop (ARCHITECTURE §4)."""
+        if self._error is not None:
+            raise self._error
+
+
+def _family(host: str) -> socket.AddressFamily:
+    """AF_INET6 for an IPv6 literal, AF_INET otherwise."""
+    return socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -1,0 +1,1 @@
+"""netdicom2 pcaps harness."""

@@ -1,0 +1,388 @@
+"""The threaded DULServiceProvider over real loopback sockets: the seed contract, every ending."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from netdicom2.acse import build_rq, negotiate
+from netdicom2.connection import Transition
+from netdicom2.dulprovider import DULServiceProvider, split_pdata
+from netdicom2.exceptions import LocalProtocolError, ProviderStoppedError, TimeoutError
+from netdicom2.fsm import State
+from netdicom2.items import PresentationDataValueItem
+from netdicom2.pdu import (
+    AAbortPDU,
+    AAssociateAcPDU,
+    AAssociateRqPDU,
+    AReleaseRpPDU,
+    AReleaseRqPDU,
+    PDataTfPDU,
+    decode,
+)
+
+VERIFICATION = "1.2.840.10008.1.1"
+IMPLICIT_LE = "1.2.840.10008.1.2"
+WAIT = 5.0
+
+
+def open_fds() -> int:
+    """How many file descriptors this process holds."""
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.fixture(autouse=True)
+def no_leaks() -> Iterator[None]:
+    """Every test ends with the file descriptors and threads it started with."""
+    fds, threads = open_fds(), threading.active_count()
+    yield
+    assert threading.active_count() == threads, threading.enumerate()
+    assert open_fds() == fds
+
+
+@pytest.fixture
+def tcp_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """A connected (client, server) pair of TCP sockets on 127.0.0.1."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+    yield client, server
+    client.close()
+    server.close()
+
+
+def rq(max_pdu: int = 16384) -> AAssociateRqPDU:
+    """An A-ASSOCIATE-RQ proposing Verification."""
+    return build_rq("ANY-SCP", "TEST-SCU", [(VERIFICATION, [IMPLICIT_LE])], max_pdu_length=max_pdu)
+
+
+def ac_for(request: AAssociateRqPDU, max_pdu: int = 16384) -> AAssociateAcPDU:
+    """The AC our negotiation helper gives for `request`."""
+    answer, _ = negotiate(request, max_pdu_length=max_pdu)
+    assert isinstance(answer, AAssociateAcPDU)
+    return answer
+
+
+def read_pdu(sock: socket.socket, timeout: float = WAIT) -> bytes:
+    """Read exactly one whole PDU (6-byte header + PDU-length) from a raw peer socket."""
+    sock.settimeout(timeout)
+    header = _read_exact(sock, 6)
+    (length,) = struct.unpack(">I", header[2:6])
+    return header + _read_exact(sock, length)
+
+
+def _read_exact(sock: socket.socket, size: int) -> bytes:
+    """`size` bytes or AssertionError on EOF."""
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        assert chunk, f"EOF after {len(data)} of {size} bytes"
+        data += chunk
+    return data
+
+
+def assert_closed(sock: socket.socket, timeout: float = WAIT) -> None:
+    """The peer closed the connection (EOF or reset)."""
+    sock.settimeout(timeout)
+    try:
+        assert sock.recv(1) == b""
+    except ConnectionResetError:
+        pass
+
+
+def pair_of_providers(
+    **acceptor_kwargs: object,
+) -> tuple[DULServiceProvider, DULServiceProvider, socket.socket]:
+    """An acceptor on an accepted socket and a requestor that will connect to it."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    requestor = DULServiceProvider(address=listener.getsockname())
+    requestor.start()
+    requestor.send(rq())
+    server, _ = listener.accept()
+    acceptor = DULServiceProvider(server, **acceptor_kwargs)  # type: ignore[arg-type]
+    acceptor.start()
+    return requestor, acceptor, listener
+
+
+def test_association_echo_data_and_release_end_in_sta1_with_everything_closed() -> None:
+    requestor, acceptor, listener = pair_of_providers()
+    try:
+        indication = acceptor.receive(WAIT)
+        assert isinstance(indication, AAssociateRqPDU)
+        assert acceptor.state is State.Sta3
+        acceptor.send(ac_for(indication))
+        confirmation = requestor.receive(WAIT)
+        assert isinstance(confirmation, AAssociateAcPDU)
+        assert requestor.state is State.Sta6
+        pdv = PresentationDataValueItem(1, 0x03, b"\x00\x01" * 8)
+        requestor.send(PDataTfPDU([pdv]))
+        data = acceptor.receive(WAIT)
+        assert isinstance(data, PDataTfPDU)
+        assert bytes(data.data_value_items[0].fragment) == b"\x00\x01" * 8
+        requestor.send(AReleaseRqPDU())
+        assert isinstance(acceptor.receive(WAIT), AReleaseRqPDU)
+        acceptor.send(AReleaseRpPDU())
+        assert isinstance(requestor.receive(WAIT), AReleaseRpPDU)
+        # The acceptor's association is over once the requestor closes (Sta13 + Evt17 → AR-5).
+        acceptor.join(WAIT)
+        assert not acceptor.is_alive()
+        assert acceptor.state is State.Sta1
+        assert requestor.state is State.Sta1
+        with pytest.raises(ProviderStoppedError):
+            acceptor.receive(WAIT)
+        assert requestor.stop() is True
+        requestor.join(WAIT)
+        assert not requestor.is_alive()
+    finally:
+        requestor.kill()
+        acceptor.kill()
+        listener.close()
+
+
+def test_receive_raises_timeout_error_when_nothing_arrives() -> None:
+    dul = DULServiceProvider(address=("127.0.0.1", 9))
+    dul.start()
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        dul.receive(0.05)
+    assert time.monotonic() - started >= 0.05
+    dul.kill()
+
+
+def test_stop_is_false_mid_association_and_true_when_idle(
+    tcp_pair: tuple[socket.socket, socket.socket],
+) -> None:
+    client, server = tcp_pair
+    acceptor = DULServiceProvider(server)
+    acceptor.start()
+    assert acceptor.state is State.Sta2
+    assert acceptor.stop() is False  # Sta2: a transport is open, the association is not idle
+    client.sendall(rq().encode())
+    assert isinstance(acceptor.receive(WAIT), AAssociateRqPDU)
+    assert acceptor.stop() is False
+    acceptor.send(AAbortPDU())  # Evt15 in Sta3 → AA-1: A-ABORT, ARTIM, Sta13
+    abort = decode(read_pdu(client))
+    assert isinstance(abort, AAbortPDU) and abort.source == 0
+    client.close()  # Sta13 + Evt17 → AR-5 → Sta1
+    acceptor.join(WAIT)
+    assert acceptor.state is State.Sta1
+    assert acceptor.stop() is True
+
+
+def test_send_in_a_blank_cell_raises_local_protocol_error_naming_state_and_primitive() -> None:
+    dul = DULServiceProvider(address=("127.0.0.1", 9))
+    dul.start()
+    with pytest.raises(LocalProtocolError) as excinfo:
+        dul.send(AReleaseRqPDU())  # Evt11 in Sta1: blank cell
+    assert "Sta1" in str(excinfo.value) and "AReleaseRqPDU" in str(excinfo.value)
+    assert dul.state is State.Sta1
+    dul.kill()
+
+
+def test_requestor_without_address_is_refused_at_send() -> None:
+    dul = DULServiceProvider()
+    with pytest.raises(LocalProtocolError, match="address"):
+        dul.send(rq())
+    dul.kill()
+
+
+def test_kill_mid_association_sends_a_user_abort_and_closes(
+    tcp_pair: tuple[socket.socket, socket.socket],
+) -> None:
+    client, server = tcp_pair
+    acceptor = DULServiceProvider(server)
+    acceptor.start()
+    client.sendall(rq().encode())
+    assert isinstance(acceptor.receive(WAIT), AAssociateRqPDU)
+    acceptor.kill()
+    abort = decode(read_pdu(client))
+    assert isinstance(abort, AAbortPDU) and abort.source == 0
+    assert_closed(client)
+    assert not acceptor.is_alive()
+    assert acceptor.state is State.Sta1
+
+
+def test_receive_after_kill_and_send_after_stop_raise_typed_errors() -> None:
+    dul = DULServiceProvider(address=("127.0.0.1", 9))
+    dul.start()
+    dul.kill()
+    dul.kill()  # a second kill is harmless
+    with pytest.raises(ProviderStoppedError, match="Sta1"):
+        dul.receive(WAIT)
+    with pytest.raises(ProviderStoppedError):
+        dul.send(rq())
+    other = DULServiceProvider(address=("127.0.0.1", 9))
+    other.start()
+    assert other.stop() is True
+    with pytest.raises(ProviderStoppedError):
+        other.send(rq())
+    other.join(WAIT)
+
+
+@pytest.mark.realtime
+def test_acceptor_drops_a_silent_connection_at_artim_not_before(
+    tcp_pair: tuple[socket.socket, socket.socket],
+) -> None:
+    client, server = tcp_pair
+    artim = 0.3
+    started = time.monotonic()
+    acceptor = DULServiceProvider(server, artim_timeout=artim)
+    acceptor.start()
+    assert_closed(client)  # Sta2 + Evt18 → AA-2: close, no PDU
+    elapsed = time.monotonic() - started
+    assert artim <= elapsed < artim + 0.5
+    acceptor.join(WAIT)
+    assert acceptor.state is State.Sta1
+    with pytest.raises(ProviderStoppedError):
+        acceptor.receive(WAIT)  # AA-2 in Sta2 issues no indication
+
+
+def test_peer_reset_in_sta6_gives_an_a_p_abort_indication(
+    tcp_pair: tuple[socket.socket, socket.socket],
+) -> None:
+    client, server = tcp_pair
+    acceptor = DULServiceProvider(server)
+    acceptor.start()
+    request = rq()
+    client.sendall(request.encode())
+    assert isinstance(acceptor.receive(WAIT), AAssociateRqPDU)
+    acceptor.send(ac_for(request))
+    assert isinstance(decode(read_pdu(client)), AAssociateAcPDU)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.close()  # RST: Sta6 + Evt17 → AA-4
+    indication = acceptor.receive(WAIT)
+    assert isinstance(indication, AAbortPDU) and indication.source == 2
+    acceptor.join(WAIT)
+    assert acceptor.state is State.Sta1
+
+
+def test_unknown_pdu_type_in_sta6_aborts_with_unrecognized_pdu(
+    tcp_pair: tuple[socket.socket, socket.socket],
+) -> None:
+    client, server = tcp_pair
+    acceptor = DULServiceProvider(server)
+    acceptor.start()
+    request = rq()
+    client.sendall(request.encode())
+    assert isinstance(acceptor.receive(WAIT), AAssociateRqPDU)
+    acceptor.send(ac_for(request))
+    read_pdu(client)
+    client.sendall(b"\x42\x00\x00\x00\x00\x02\xab\xcd")  # Sta6 + Evt19 → AA-8
+    abort = decode(read_pdu(client))
+    assert isinstance(abort, AAbortPDU)
+    assert (abort.source, abort.reason_diag) == (2, 1)
+    indication = acceptor.receive(WAIT)
+    assert isinstance(indication, AAbortPDU) and indication.source == 2
+    assert acceptor.state is State.Sta13
+    client.close()
+    acceptor.join(WAIT)
+
+
+def test_huge_declared_length_is_aborted_at_once_without_allocation(
+    tcp_pair: tuple[socket.socket, socket.socket],
+) -> None:
+    client, server = tcp_pair
+    acceptor = DULServiceProvider(server)
+    acceptor.start()
+    client.sendall(b"\x01\x00\xff\xff\xff\xf0")  # an A-ASSOCIATE-RQ announcing ~4 GiB
+    abort = decode(read_pdu(client))  # Sta2 + Evt19 → AA-1: source 0 (PS3.8 §5.4 note)
+    assert isinstance(abort, AAbortPDU) and abort.source == 0
+    assert acceptor.state is State.Sta13
+    client.close()
+    acceptor.join(WAIT)
+
+
+def test_connect_refused_gives_an_a_p_abort_indication() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        address = listener.getsockname()
+    dul = DULServiceProvider(address=address)
+    dul.start()
+    dul.send(rq())  # Sta1 + Evt1 → AE-1 → Sta4; the refused connect is Evt17 → AA-4
+    indication = dul.receive(WAIT)
+    assert isinstance(indication, AAbortPDU) and indication.source == 2
+    assert dul.state is State.Sta1
+    dul.kill()
+
+
+def test_outgoing_p_data_is_split_to_the_peer_maximum(
+    tcp_pair: tuple[socket.socket, socket.socket],
+) -> None:
+    client, server = tcp_pair
+    acceptor = DULServiceProvider(server)
+    acceptor.start()
+    request = rq(max_pdu=1000)  # the peer (client) accepts P-DATA-TF PDUs of at most 1000 bytes
+    client.sendall(request.encode())
+    assert isinstance(acceptor.receive(WAIT), AAssociateRqPDU)
+    acceptor.send(ac_for(request))
+    read_pdu(client)
+    payload = bytes(range(256)) * 20  # 5120 bytes in one PDV
+    acceptor.send(PDataTfPDU([PresentationDataValueItem(1, 0x02, payload)]))
+    received = b""
+    headers = []
+    while len(received) < len(payload):
+        raw = read_pdu(client)
+        assert len(raw) - 6 <= 1000
+        pdu = decode(raw)
+        assert isinstance(pdu, PDataTfPDU)
+        for item in pdu.data_value_items:
+            headers.append(item.control_header)
+            received += bytes(item.fragment)
+    assert received == payload
+    assert headers[-1] == 0x02 and all(h == 0x00 for h in headers[:-1])
+    acceptor.kill()
+
+
+def test_split_pdata_keeps_fragments_even_and_marks_only_the_last() -> None:
+    item = PresentationDataValueItem(3, 0x03, b"ab" * 100)
+    parts = split_pdata(PDataTfPDU([item]), 50)
+    assert all(6 + len(p.data_value_items[0].fragment) <= 50 for p in parts)
+    assert all(len(p.data_value_items[0].fragment) % 2 == 0 for p in parts)
+    assert [p.data_value_items[0].control_header for p in parts][-1] == 0x03
+    assert {p.data_value_items[0].control_header for p in parts[:-1]} == {0x01}
+    assert b"".join(bytes(p.data_value_items[0].fragment) for p in parts) == b"ab" * 100
+
+
+def test_a_peer_that_stops_reading_is_dropped_after_the_send_timeout(
+    tcp_pair: tuple[socket.socket, socket.socket],
+) -> None:
+    client, server = tcp_pair
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    acceptor = DULServiceProvider(server, send_timeout=0.3)
+    acceptor.start()
+    request = rq(max_pdu=0)
+    client.sendall(request.encode())
+    assert isinstance(acceptor.receive(WAIT), AAssociateRqPDU)
+    acceptor.send(ac_for(request))
+    big = PresentationDataValueItem(1, 0x02, b"\x00" * (16 << 20))
+    acceptor.send(PDataTfPDU([big]))  # the client never reads: the kernel buffers fill up
+    indication = acceptor.receive(WAIT)
+    assert isinstance(indication, AAbortPDU) and indication.source == 2
+    acceptor.join(WAIT)
+    assert acceptor.state is State.Sta1
+
+
+def test_an_exception_in_the_loop_reaches_the_user_and_leaves_nothing_open(
+    tcp_pair: tuple[socket.socket, socket.socket],
+) -> None:
+    client, server = tcp_pair
+
+    def broken_observer(transition: Transition) -> None:
+        if transition.state is State.Sta2:
+            raise RuntimeError("observer bug")
+
+    acceptor = DULServiceProvider(server, observer=broken_observer)
+    acceptor.start()
+    client.sendall(rq().encode())  # Sta2 + Evt6: the observer raises inside the loop thread
+    acceptor.join(WAIT)
+    assert not acceptor.is_alive()
+    notice = acceptor.receive(WAIT)  # ARCHITECTURE §4: first an A-P-ABORT indication ...
+    assert isinstance(notice, AAbortPDU) and notice.source == 2
+    with pytest.raises(RuntimeError, match="observer bug"):
+        acceptor.receive(WAIT)  # ... then the error itself, re-raised in the user's thread
+    assert_closed(client)
