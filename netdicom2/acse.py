@@ -35,7 +35,9 @@ __all__ = [
 
 # PS3.7 Annex A.2.1: the DICOM Application Context Name.
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
-IMPLEMENTATION_CLASS_UID = "2.25.100177370509293821525267959656968553210"  # PS3.5 §B.2: a UUID-derived UID
+IMPLEMENTATION_CLASS_UID = (
+    "2.25.100177370509293821525267959656968553210"  # PS3.5 §B.2: a UUID-derived UID
+)
 IMPLEMENTATION_VERSION_NAME = f"NETDICOM2_{__version__.replace('.', '')}"[:16]
 
 VERIFICATION = "1.2.840.10008.1.1"
@@ -193,7 +195,7 @@ def accepted_contexts(rq: AAssociateRqPDU, ac: AAssociateAcPDU) -> list[Accepted
             AcceptedContext(
                 item.context_id,
                 rq_item.abstract_syntax.rstrip("\0 "),
-                item.transfer_syntax.rstrip("\0 "),
+                (item.transfer_syntax or "").rstrip("\0 "),
             )
         )
     return out

@@ -248,4 +248,3 @@ def _run_store(args: argparse.Namespace) -> int:
     for path, status in zip(args.files, statuses, strict=True):
         print(f"C-STORE {path}: status 0x{status:04X}")
     return 0 if all(s == 0 for s in statuses) else 1
-

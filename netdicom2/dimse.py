@@ -211,7 +211,9 @@ def read_part10(data: bytes | memoryview) -> FileMeta:
             start = offset + 8
         if start + length > len(view):
             raise DimseError(f"file meta element (0002,{element:04X}) overruns the file")
-        values[element] = bytes(view[start : start + length]).rstrip(b"\x00 ").decode("ascii", "replace")
+        values[element] = (
+            bytes(view[start : start + length]).rstrip(b"\x00 ").decode("ascii", "replace")
+        )
         offset = start + length
     missing = [e for e in (0x0002, 0x0003, 0x0010) if e not in values]
     if missing:

@@ -230,7 +230,7 @@ class DULServiceProvider(threading.Thread):
         """The event loop: block in selectors until I/O, a wakeup or the next deadline."""
         try:
             self._loop()
-        except BaseException as exc:  # noqa: BLE001 - no exception may kill the thread silently
+        except BaseException as exc:
             log.exception("DUL event loop failed in %s", self.connection.state.value)
             self._error = exc
             if self.connection.state is not State.Sta1:
@@ -495,13 +495,16 @@ class DULServiceProvider(threading.Thread):
         now = time.monotonic()
         if not self._killed or self.connection.state is State.Sta1:
             return
-        with self._lock:
-            with contextlib.suppress(LocalProtocolError):
-                self._effects.extend(self.connection.send(AAbortPDU(source=0), now))
+        with self._lock, contextlib.suppress(LocalProtocolError):
+            self._effects.extend(self.connection.send(AAbortPDU(source=0), now))
         self._drain()
-        if self.connection.state is not State.Sta1:
+        if self._association_open():
             self._transport_lost(now)
             self._drain()
+
+    def _association_open(self) -> bool:
+        """True while the machine is anywhere but Sta1."""
+        return self.connection.state is not State.Sta1
 
     # ----------------------------------------------------------------- wakeups and shutdown
 

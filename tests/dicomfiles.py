@@ -43,7 +43,12 @@ def secondary_capture(instance_uid: str, pixel_bytes: int) -> bytes:
             _element(0x0028, 0x0101, b"US", us(8)),
             _element(0x0028, 0x0102, b"US", us(7)),
             _element(0x0028, 0x0103, b"US", us(0)),
-            _element(0x7FE0, 0x0010, b"OB", bytes(range(256)) * (rows * cols // 256) + b"\x00" * (rows * cols % 256)),
+            _element(
+                0x7FE0,
+                0x0010,
+                b"OB",
+                bytes(range(256)) * (rows * cols // 256) + b"\x00" * (rows * cols % 256),
+            ),
         ]
     )
 

@@ -97,7 +97,9 @@ class NetnsServer:
         outcome.settimeout(None)
         return outcome
 
-    def run_client(self, argv: Sequence[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def run_client(
+        self, argv: Sequence[str], timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         """Run a client program inside the namespace."""
         return subprocess.run(
             ["nsenter", f"--net={self.netns}", *argv],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import struct
@@ -90,10 +91,8 @@ def _read_exact(sock: socket.socket, size: int) -> bytes:
 def assert_closed(sock: socket.socket, timeout: float = WAIT) -> None:
     """The peer closed the connection (EOF or reset)."""
     sock.settimeout(timeout)
-    try:
+    with contextlib.suppress(ConnectionResetError):
         assert sock.recv(1) == b""
-    except ConnectionResetError:
-        pass
 
 
 def pair_of_providers(

@@ -127,7 +127,11 @@ def test_netdicom2_echo_and_store_against_orthanc(tmp_path: Path, big_file: Path
         address = ("127.0.0.1", server.port)
         assert echo(address, connect=server.connect, called_ae="ORTHANC") == 0
         assert store(address, [big_file], connect=server.connect, called_ae="ORTHANC") == [0]
-    stored = [p for p in (tmp_path / "orthanc-db").rglob("*") if p.is_file() and p.stat().st_size > BIG // 2]
+    stored = [
+        p
+        for p in (tmp_path / "orthanc-db").rglob("*")
+        if p.is_file() and p.stat().st_size > BIG // 2
+    ]
     assert stored, "Orthanc did not keep the data set"
 
 

@@ -1,0 +1,388 @@
+"""The sans-I/O DICOM Upper Layer connection: events in, effects out (PS3.8 §9.2).
+
+``Connection`` turns inputs into the events of Table 9-10, looks the action up in
+``netdicom2.fsm.TRANSITIONS``, runs it (``netdicom2.actions``) and returns its effects. It never
+touches a socket, a thread or a clock: every input carries ``now`` (float seconds on the
+caller's clock) and every output is a returned value. The caller performs the effects in order
+and re-arms its timer from ``timer_deadline`` after every call.
+
+Inputs and their events:
+
+* ``send(primitive, now)``: the local user's primitive, carried as the PDU of the same type
+  (RQ Evt1, AC Evt7, RJ Evt8, P-DATA-TF Evt9, RELEASE-RQ Evt11, RELEASE-RP Evt14, ABORT Evt15).
+  A blank cell raises ``LocalProtocolError`` and changes nothing.
+* ``receive_bytes(data, now)``: bytes from the transport; each whole PDU is Evt3/4/6/10/12/13/16
+  by its type, an undecodable one (or one over the length we announced) Evt19. Bytes arriving
+  while no transport is open (Sta1, Sta4, after we closed it) are ignored.
+* ``transport_connected(now)`` Evt2, ``transport_accepted(now)`` Evt5,
+  ``transport_closed(now)`` Evt17 (ignored in Sta1: there is no transport to close).
+* ``handle_timer(now)``: Evt18 once ARTIM's deadline has passed; an application timeout (below)
+  once its deadline has passed; otherwise nothing.
+
+Application timeouts (PS3.8 §9.1.4 Note 2: not ARTIM). ``association_timeout`` supervises the
+wait for the A-ASSOCIATE-AC/RJ (Sta4, Sta5, from the A-ASSOCIATE request on) and
+``release_timeout`` the release this side requested (Sta7 and the collision states Sta9–Sta12
+that follow it). When one passes, ``handle_timer`` acts as the user's A-ABORT request: the
+transcript shows Evt15 (AA-1, or AA-2 in Sta4) and, after that action's effects, the user gets
+``Indicate(AAbortPDU(source=2, reason_diag=0))``, an A-P-ABORT notice; ``timed_out`` names the
+timeout ("association" or "release").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from netdicom2.actions import (
+    Acceptable,
+    ActionContext,
+    CloseTransport,
+    Effect,
+    Indicate,
+    OpenTransport,
+    Outcome,
+    SendPDU,
+    StartTimer,
+    StopTimer,
+    run,
+)
+from netdicom2.exceptions import (
+    AbortReason,
+    LocalProtocolError,
+    PDUDecodeError,
+    PDUTooLargeError,
+)
+from netdicom2.framing import PDUFramer
+from netdicom2.fsm import (
+    NEXT_STATE,
+    PDU_TYPE_EVENT,
+    PRIMITIVE_TYPE_EVENT,
+    TRANSITIONS,
+    Action,
+    Event,
+    State,
+)
+from netdicom2.pdu import (
+    PDU,
+    AAbortPDU,
+    AAssociateAcPDU,
+    AAssociateRjPDU,
+    AAssociateRqPDU,
+    AReleaseRpPDU,
+    AReleaseRqPDU,
+    PDataTfPDU,
+    decode,
+)
+
+__all__ = [
+    "CloseTransport",
+    "Connection",
+    "Effect",
+    "Indicate",
+    "OpenTransport",
+    "SendPDU",
+    "StartTimer",
+    "StopTimer",
+    "Transition",
+]
+
+_PDU_CLASSES = (
+    AAssociateRqPDU,
+    AAssociateAcPDU,
+    AAssociateRjPDU,
+    PDataTfPDU,
+    AReleaseRqPDU,
+    AReleaseRpPDU,
+    AAbortPDU,
+)
+
+# PS3.8 §9.1.4 Note 2: the application-level waits this connection can supervise.
+_ASSOCIATION_WAIT = frozenset({State.Sta4, State.Sta5})
+_RELEASE_WAIT = frozenset({State.Sta7, State.Sta9, State.Sta10, State.Sta11, State.Sta12})
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One step of the machine: Table 9-10's (state, event) cell, its action and next state."""
+
+    state: State
+    event: Event
+    action: Action
+    next_state: State
+
+    def __str__(self) -> str:
+        """The step as a log line: "Sta6 + Evt12 -> AR-2 -> Sta8"."""
+        return f"{self.state} + {self.event} -> {self.action} -> {self.next_state}"
+
+
+Observer = Callable[[Transition], None]
+
+
+class Connection:
+    """One association's DICOM UL state machine, sans I/O (PS3.8 §9.2)."""
+
+    def __init__(
+        self,
+        *,
+        requestor: bool | None = None,
+        artim_timeout: float = 30.0,
+        max_pdu_length: int = 16384,
+        acceptable: Acceptable | None = None,
+        association_timeout: float | None = None,
+        release_timeout: float | None = None,
+        max_other_length: int | None = None,
+        observer: Observer | None = None,
+    ) -> None:
+        """Start in Sta1; ``requestor`` fixes the role, None takes it from Evt1 or Evt5."""
+        self._fixed_role = requestor
+        self._artim_timeout = artim_timeout
+        self._default_max_pdu_length = max_pdu_length
+        self._acceptable = acceptable
+        self._association_timeout = association_timeout
+        self._release_timeout = release_timeout
+        self._max_other_length = max_other_length
+        self.observer = observer
+
+        self._state = State.Sta1
+        self.is_requestor: bool | None = requestor
+        self.transcript: list[Transition] = []
+        self.max_pdu_length = max_pdu_length
+        self.peer_max_pdu_length: int | None = None
+        self.timed_out: str | None = None
+        self.transport_open = False
+        self._artim_deadline: float | None = None
+        self._app_deadline: float | None = None
+        self._app_kind: str | None = None
+        self._framer: PDUFramer | None = None
+        self._desynchronised = False
+        self._association_rq: AAssociateRqPDU | None = None
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def state(self) -> State:
+        """The current state (Sta1 … Sta13)."""
+        return self._state
+
+    @property
+    def artim_deadline(self) -> float | None:
+        """When ARTIM expires, or None when it is not running (it runs in Sta2 and Sta13)."""
+        return self._artim_deadline
+
+    @property
+    def application_deadline(self) -> float | None:
+        """When the running association or release timeout passes, or None."""
+        return self._app_deadline
+
+    @property
+    def timer_deadline(self) -> float | None:
+        """The nearest deadline (ARTIM or an application timeout); call handle_timer then."""
+        deadlines = [d for d in (self._artim_deadline, self._app_deadline) if d is not None]
+        return min(deadlines, default=None)
+
+    # ------------------------------------------------------------------ inputs
+
+    def send(self, primitive: PDU, now: float) -> list[Effect]:
+        """A local user primitive (Evt1, 7, 8, 9, 11, 14, 15); a blank cell raises."""
+        if not isinstance(primitive, _PDU_CLASSES):
+            raise TypeError(f"not a DICOM UL primitive: {primitive!r}")
+        event = PRIMITIVE_TYPE_EVENT[primitive.pdu_type]
+        action = self._lookup(event, primitive)
+        if event is Event.Evt1:
+            # PS3.8 §9.2, Table 9-10, Sta1/Evt1 → AE-1: this side becomes the requestor.
+            self._check_role(True, event, primitive)
+        # For Evt15 the primitive is not put on the wire: AA-1 builds its own A-ABORT.
+        outcome = self._run(action, primitive, now)
+        if event is Event.Evt9:
+            self._check_peer_max(event, primitive, outcome)
+        if isinstance(primitive, AAssociateRqPDU):  # Sta1/Evt1 → AE-1
+            self._new_association(requestor=True)
+            self._association_rq = primitive
+            self._announce(primitive.max_length)
+        elif isinstance(primitive, AAssociateAcPDU):  # Sta3/Evt7 → AE-7
+            self._announce(primitive.max_length)
+        return self._commit(event, action, outcome, now)
+
+    def receive_bytes(self, data: bytes | bytearray | memoryview, now: float) -> list[Effect]:
+        """Bytes from the transport: one event per whole PDU (Evt3 … Evt16, or Evt19)."""
+        effects: list[Effect] = []
+        if not self.transport_open or self._framer is None or self._desynchronised:
+            return effects  # no transport (Sta1, Sta4, closed by us) or a lost stream
+        try:
+            frames = self._framer.feed(data)
+        except PDUDecodeError as exc:
+            # PS3.8 Annex D.1: a PDU longer than we announced (or a header that cannot start a
+            # PDU) is a protocol error, Evt19. The stream cannot be re-synchronised after it.
+            self._desynchronised = True
+            return self._fire(Event.Evt19, None, now, abort_reason=exc.abort_reason)
+        for frame in frames:
+            if not self.transport_open:
+                break  # a previous PDU closed the transport: the rest is ignored
+            try:
+                pdu = decode(frame)
+            except PDUDecodeError as exc:
+                # PS3.8 §9.2.2: an unrecognized or invalid PDU is Evt19.
+                effects += self._fire(Event.Evt19, None, now, abort_reason=exc.abort_reason)
+                continue
+            effects += self._fire(PDU_TYPE_EVENT[pdu.pdu_type], pdu, now)
+        return effects
+
+    def transport_connected(self, now: float) -> list[Effect]:
+        """Evt2: the TRANSPORT CONNECT issued by AE-1 completed (Sta4 → AE-2 sends the RQ)."""
+        return self._fire(Event.Evt2, None, now)
+
+    def transport_accepted(self, now: float) -> list[Effect]:
+        """Evt5: a transport connection was accepted on a listener (Sta1 → AE-5)."""
+        return self._fire(Event.Evt5, None, now)
+
+    def transport_closed(self, now: float) -> list[Effect]:
+        """Evt17: the transport closed (peer close, reset, failed connect); no-op in Sta1."""
+        if self._state is State.Sta1:
+            return []  # nothing to close: we closed it ourselves, or never had one
+        return self._fire(Event.Evt17, None, now)
+
+    def handle_timer(self, now: float) -> list[Effect]:
+        """Evt18 if ARTIM has expired; the user's A-ABORT if an application timeout passed."""
+        if self._artim_deadline is not None and now >= self._artim_deadline:
+            return self._fire(Event.Evt18, None, now)  # PS3.8 §9.1.5: Sta2/Sta13 → AA-2
+        if self._app_deadline is not None and now >= self._app_deadline:
+            # PS3.8 §9.1.4 Note 2: the wait ends with an A-ABORT request (Evt15 → AA-1/AA-2).
+            self.timed_out = self._app_kind
+            effects = self._fire(Event.Evt15, AAbortPDU(source=0, reason_diag=0), now)
+            notice = AAbortPDU(source=2, reason_diag=AbortReason.NOT_SPECIFIED)
+            return [*effects, Indicate(notice)]
+        return []
+
+    # ------------------------------------------------------------------ machinery
+
+    def _lookup(self, event: Event, pdu: PDU | None) -> Action:
+        """The action of Table 9-10's (state, event) cell; a blank cell raises."""
+        action = TRANSITIONS.get((self._state, event))
+        if action is None:
+            raise LocalProtocolError(self._state, event, pdu)
+        return action
+
+    def _check_role(self, requestor: bool, event: Event, pdu: PDU | None) -> None:
+        """Refuse Evt1 on a connection built as acceptor, and Evt5 on one built as requestor."""
+        if self._fixed_role is not None and self._fixed_role is not requestor:
+            role = "requestor" if self._fixed_role else "acceptor"
+            raise LocalProtocolError(
+                self._state, event, pdu, f"this connection is the association {role}"
+            )
+
+    def _check_peer_max(self, event: Event, pdu: PDU, outcome: Outcome) -> None:
+        """PS3.8 Annex D.1: a P-DATA-TF we send must not exceed the peer's maximum length."""
+        maximum = self.peer_max_pdu_length or 0
+        for effect in outcome.effects:
+            if isinstance(effect, SendPDU) and maximum and len(effect.data) - 6 > maximum:
+                raise PDUTooLargeError(
+                    self._state, event, pdu, length=len(effect.data) - 6, maximum=maximum
+                )
+
+    def _announce(self, max_length: int | None) -> None:
+        """Record the maximum length we announce (sub-item 0x51); it bounds received P-DATA."""
+        if max_length is not None:
+            self.max_pdu_length = max_length
+
+    def _new_association(self, *, requestor: bool) -> None:
+        """Forget the previous association's role, limits and transport (back from Sta1)."""
+        self.is_requestor = requestor
+        self.max_pdu_length = self._default_max_pdu_length
+        self.peer_max_pdu_length = None
+        self.timed_out = None
+        self._desynchronised = False
+        self._association_rq = None
+
+    def _open_framer(self) -> None:
+        """A new transport: a fresh framer bounded by the length we announce (Annex D.1)."""
+        if self._max_other_length is None:
+            self._framer = PDUFramer(max_pdata_length=self.max_pdu_length)
+        else:
+            self._framer = PDUFramer(
+                max_pdata_length=self.max_pdu_length, max_other_length=self._max_other_length
+            )
+        self.transport_open = True
+        self._desynchronised = False
+
+    def _run(
+        self,
+        action: Action,
+        pdu: PDU | None,
+        now: float,
+        abort_reason: int = AbortReason.UNEXPECTED_PDU,
+    ) -> Outcome:
+        """Run ``action`` purely; nothing changes until ``_commit``."""
+        if action is Action.AE_2:
+            pdu = self._association_rq  # AE-2 sends the A-ASSOCIATE-RQ of Evt1
+        ctx = ActionContext(
+            now=now,
+            artim_timeout=self._artim_timeout,
+            artim_running=self._artim_deadline is not None,
+            is_requestor=bool(self.is_requestor),
+            pdu=pdu,
+            abort_reason=abort_reason,
+            acceptable=self._acceptable,
+        )
+        outcome = run(action, ctx)
+        if outcome.next_state not in NEXT_STATE[action]:  # pragma: no cover - a bug in actions
+            raise RuntimeError(f"{action} went to {outcome.next_state}, not {NEXT_STATE[action]}")
+        return outcome
+
+    def _fire(
+        self,
+        event: Event,
+        pdu: PDU | None,
+        now: float,
+        abort_reason: int = AbortReason.UNEXPECTED_PDU,
+    ) -> list[Effect]:
+        """Look up, run and commit one event that carries no primitive-specific bookkeeping."""
+        action = self._lookup(event, pdu)
+        if event is Event.Evt5:
+            self._check_role(False, event, pdu)
+        outcome = self._run(action, pdu, now, abort_reason)
+        if event is Event.Evt5:
+            self._new_association(requestor=False)
+        if action is Action.AE_6 and isinstance(pdu, AAssociateRqPDU):
+            self.peer_max_pdu_length = pdu.max_length or 0  # acceptor: the peer's RQ
+        elif action is Action.AE_3 and isinstance(pdu, AAssociateAcPDU):
+            self.peer_max_pdu_length = pdu.max_length or 0  # requestor: the peer's AC
+        return self._commit(event, action, outcome, now)
+
+    def _commit(self, event: Event, action: Action, outcome: Outcome, now: float) -> list[Effect]:
+        """Apply the outcome: timers, transport, state, transcript; then tell the observer."""
+        if event in (Event.Evt2, Event.Evt5):
+            self._open_framer()  # the transport now exists (Sta4 → Sta5, Sta1 → Sta2)
+        elif event is Event.Evt17:
+            self.transport_open = False
+        for effect in outcome.effects:
+            if isinstance(effect, StartTimer):
+                self._artim_deadline = effect.deadline
+            elif isinstance(effect, StopTimer):
+                self._artim_deadline = None
+            elif isinstance(effect, CloseTransport):
+                self.transport_open = False
+        if action is Action.AE_7 and self._framer is not None:
+            self._framer.max_pdata_length = self.max_pdu_length  # announced in our AC
+        transition = Transition(self._state, event, action, outcome.next_state)
+        self._state = outcome.next_state
+        if self._state is State.Sta1:
+            self.transport_open = False
+            self._framer = None
+        self._supervise(now)
+        self.transcript.append(transition)
+        if self.observer is not None:
+            self.observer(transition)
+        return list(outcome.effects)
+
+    def _supervise(self, now: float) -> None:
+        """Arm, keep or clear the application timeout for the state just entered (§9.1.4)."""
+        kind: str | None = None
+        timeout: float | None = None
+        if self._state in _ASSOCIATION_WAIT and self._association_timeout is not None:
+            kind, timeout = "association", self._association_timeout
+        elif self._state in _RELEASE_WAIT and self._release_timeout is not None:
+            kind, timeout = "release", self._release_timeout
+        if kind is None or timeout is None:
+            self._app_deadline = self._app_kind = None
+        elif self._app_kind != kind:
+            self._app_deadline, self._app_kind = now + timeout, kind

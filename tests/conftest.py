@@ -1,0 +1,36 @@
+"""Shared test configuration: Hypothesis profiles and the external captures folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+# Profiles (ARCHITECTURE.md §5): "ci" is bounded and derandomized, "dev" is quick for local
+# runs, "long" is for fuzzing campaigns (HYPOTHESIS_PROFILE=long pytest ...).
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    print_blob=True,
+)
+settings.register_profile("dev", max_examples=50, deadline=None)
+settings.register_profile(
+    "long", max_examples=20_000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
+
+#: Public captures and seed streams, kept beside the repository (../shared/external-captures).
+EXTERNAL = Path(__file__).resolve().parents[2] / "shared" / "external-captures"
+
+
+@pytest.fixture
+def external() -> Path:
+    """The external captures folder; skips the test when it is not there."""
+    if not EXTERNAL.is_dir():
+        pytest.skip(f"external captures folder absent: {EXTERNAL}")
+    return EXTERNAL
