@@ -16,6 +16,7 @@ import selectors
 import signal
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -33,7 +34,8 @@ from netdicom2.dimse import (
     part10_header,
 )
 from netdicom2.dulprovider import DULServiceProvider
-from netdicom2.exceptions import LocalProtocolError
+from netdicom2.exceptions import LocalProtocolError, TimeoutError
+from netdicom2.fsm import State
 from netdicom2.items import PresentationDataValueItem
 from netdicom2.pdu import (
     PDU,
@@ -54,6 +56,11 @@ SUCCESS = 0x0000
 UNRECOGNIZED_OPERATION = 0x0211
 PROCESSING_FAILURE = 0x0110
 
+# After accept() fails for lack of resources (EMFILE, ENFILE, ENOBUFS, ENOMEM, no thread), the
+# listener is not watched for this long, instead of spinning on a listener that stays readable;
+# the connection waits in the backlog (PS3.8 §9.1.4 Note 1: temporary lack of resources).
+ACCEPT_BACKOFF = 0.1
+
 
 @dataclass
 class SCPStats:
@@ -66,11 +73,28 @@ class SCPStats:
     echoes: int = 0
     bytes_received: int = 0
     active: int = 0
+    # How associations ended, as the service user saw it (PS3.8 §7.2-§7.4).
+    released: int = 0
+    aborted: int = 0  # A-ABORT indication (the peer's user abort, source 0)
+    provider_aborted: int = 0  # A-P-ABORT indication (source 2, or the transport was lost)
+    idle_aborted: int = 0  # no PDU within idle_timeout: we aborted (PS3.8 §9.1.4 Note 2)
+    evicted: int = 0  # dropped before an A-ASSOCIATE-RQ to make room (max_pending)
+    accept_errors: int = 0  # accept() or thread start failed for lack of resources
+    errors: int = 0  # the service user failed (a bug, or e.g. a full disk)
+    unclean: int = 0  # the provider was not back in Sta1 when its service user ended
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
 class StorageSCP:
-    """A listening socket whose connections are served by DULServiceProvider (acceptor)."""
+    """A listening socket whose connections are served by DULServiceProvider (acceptor).
+
+    Limits: `max_associations` established at once, more are answered A-ASSOCIATE-RJ
+    (transient, service-provider presentation, local limit exceeded: 2/3/2, PS3.8 Table 9-21);
+    `max_pending` connections still waiting for their A-ASSOCIATE-RQ (Sta2, bounded by ARTIM),
+    beyond which the oldest is dropped; `idle_timeout` seconds without a PDU in an association
+    before it is aborted (PS3.8 §9.1.4 Note 2, not ARTIM); `send_timeout` seconds a peer may
+    leave our output unread. Each connection costs two threads and four file descriptors.
+    """
 
     def __init__(
         self,
@@ -83,12 +107,20 @@ class StorageSCP:
         output_dir: Path | None = None,
         max_associations: int = 500,
         abstract_syntaxes: list[str] | None = None,
+        max_pending: int = 1000,
+        idle_timeout: float | None = 60.0,
+        send_timeout: float = 30.0,
     ) -> None:
+        """Bind host:port (127.0.0.1 by default) and prepare; start() serves."""
         self.ae_title = ae_title
         self.artim_timeout = artim_timeout
         self.max_pdu_length = max_pdu_length
         self.output_dir = output_dir
         self.abstract_syntaxes = abstract_syntaxes
+        self.max_associations = max_associations
+        self.max_pending = max_pending
+        self.idle_timeout = idle_timeout
+        self.send_timeout = send_timeout
         self.stats = SCPStats()
         self._slots = threading.BoundedSemaphore(max_associations)
         self._listener = socket.create_server((host, port), backlog=1024)
@@ -97,8 +129,12 @@ class StorageSCP:
         self._wake_r, self._wake_w = socket.socketpair()
         self._stopping = threading.Event()
         self._threads: set[threading.Thread] = set()
+        self._finished: list[threading.Thread] = []
         self._providers: set[DULServiceProvider] = set()
+        # Connections whose A-ASSOCIATE-RQ has not arrived yet, oldest first (Sta2).
+        self._pending: dict[DULServiceProvider, None] = {}
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
         self._serving: threading.Thread | None = None
 
     def start(self) -> StorageSCP:
@@ -112,69 +148,181 @@ class StorageSCP:
         with selectors.DefaultSelector() as selector:
             selector.register(self._listener, selectors.EVENT_READ)
             selector.register(self._wake_r, selectors.EVENT_READ)
+            paused_until: float | None = None
             while not self._stopping.is_set():
-                for key, _ in selector.select():
-                    if key.fileobj is self._listener:
-                        self._accept()
+                timeout = None
+                if paused_until is not None:
+                    timeout = paused_until - time.monotonic()
+                    if timeout <= 0:
+                        selector.register(self._listener, selectors.EVENT_READ)
+                        paused_until = timeout = None
+                for key, _ in selector.select(timeout):
+                    if key.fileobj is self._listener and not self._accept():
+                        # Out of file descriptors, memory or threads: stop watching the
+                        # listener for a moment instead of spinning on it (PS3.8 §9.1.4
+                        # Note 1: temporary lack of resources).
+                        selector.unregister(self._listener)
+                        paused_until = time.monotonic() + ACCEPT_BACKOFF
+                        break
 
-    def _accept(self) -> None:
-        """Accept every pending connection (PS3.8 §9.1.2: the acceptor accepts, then ARTIM)."""
-        while True:
+    def _accept(self) -> bool:
+        """Accept every pending connection (PS3.8 §9.1.2); False: out of resources, back off."""
+        for _ in range(1024):  # bounded: the selector reports the rest on its next turn
             try:
                 sock, _ = self._listener.accept()
             except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:  # e.g. EMFILE: leave the connection in the backlog for later
+                return True
+            except (ConnectionAbortedError, ConnectionResetError):
+                continue  # that one connection was reset while in the backlog
+            except OSError as exc:
+                with self.stats.lock:
+                    self.stats.accept_errors += 1
                 log.warning("accept failed: %s", exc)
-                return
+                return False
             with self.stats.lock:
                 self.stats.connections += 1
+            self._make_room()
             thread = threading.Thread(target=self._serve, args=(sock,), daemon=True)
             with self._lock:
                 self._threads.add(thread)
-            thread.start()
+                self._finished = [t for t in self._finished if t.is_alive()]
+            try:
+                thread.start()
+            except RuntimeError as exc:  # "can't start new thread"
+                with self._lock:
+                    self._threads.discard(thread)
+                with self.stats.lock:
+                    self.stats.accept_errors += 1
+                log.warning("cannot serve a connection: %s", exc)
+                sock.close()
+                return False
+        return True
+
+    def _make_room(self) -> None:
+        """Over max_pending connections without an A-ASSOCIATE-RQ: drop the oldest of them."""
+        with self._lock:
+            if len(self._pending) < self.max_pending:
+                return
+            oldest = next(iter(self._pending))
+            del self._pending[oldest]
+        with self.stats.lock:
+            self.stats.evicted += 1
+        log.info(
+            "more than %d connections without A-ASSOCIATE-RQ: dropping the oldest", self.max_pending
+        )
+        oldest.kill()  # Sta2: Evt15 has no action, the transport is closed (Evt17 → AA-5)
 
     def _serve(self, sock: socket.socket) -> None:
-        """The service user of one association, from A-ASSOCIATE indication to the end."""
-        admitted = threading.Event()
-
-        def admit(rq: AAssociateRqPDU) -> AAssociateRjPDU | None:
-            """PS3.8 §7.1.2.6 / Table 9-21: over the cap, RJ transient, local limit exceeded."""
-            if self._slots.acquire(blocking=False):
-                admitted.set()
-                return None
+        """The service user of one connection: register its provider, serve it, clean up."""
+        try:
+            dul = self._provider(sock)
+        except Exception:
+            log.exception("cannot start a provider for a new connection")
             with self.stats.lock:
-                self.stats.rejected_over_limit += 1
-            return AAssociateRjPDU(result=2, source=3, reason_diag=2)
+                self.stats.accept_errors += 1
+            sock.close()
+            dul = None
+        try:
+            if dul is not None:
+                self._serve_association(dul)
+        finally:
+            with self._idle:
+                if dul is not None:
+                    self._providers.discard(dul)
+                    self._pending.pop(dul, None)
+                self._threads.discard(threading.current_thread())
+                self._finished.append(threading.current_thread())
+                self._idle.notify_all()
 
+    def _provider(self, sock: socket.socket) -> DULServiceProvider | None:
+        """A started acceptor for `sock`, registered; None when the SCP is shutting down."""
         dul = DULServiceProvider(
             sock,
             artim_timeout=self.artim_timeout,
             max_pdu_length=self.max_pdu_length,
-            acceptable=admit,
+            send_timeout=self.send_timeout,
+            acceptable=self._admit,
             name="scp-dul",
         )
         with self._lock:
-            self._providers.add(dul)
-        session = _Session(self, dul)
+            # Checked under the lock that shutdown() takes to list the providers: either it
+            # sees this one and kills it, or this one sees the flag.
+            stopping = self._stopping.is_set()
+            if not stopping:
+                self._providers.add(dul)
+                self._pending[dul] = None
+        if stopping:
+            dul.kill()
+            return None
         dul.start()
+        return dul
+
+    def _admit(self, rq: AAssociateRqPDU) -> AAssociateRjPDU | None:
+        """PS3.8 §7.1.2.6 / Table 9-21: over the cap, RJ transient, local limit exceeded (AE-6)."""
+        if self._slots.acquire(blocking=False):
+            return None
+        with self.stats.lock:
+            self.stats.rejected_over_limit += 1
+        return AAssociateRjPDU(result=2, source=3, reason_diag=2)
+
+    def _serve_association(self, dul: DULServiceProvider) -> None:
+        """The service user of one association, from A-ASSOCIATE indication to the end."""
+        session = _Session(self, dul)
+        outcome = ""
         try:
+            # Sta2 is ARTIM's (PS3.8 §9.1.5): wait for the A-ASSOCIATE indication without a
+            # timeout of our own, then no longer than idle_timeout for each next indication.
+            first = dul.receive(None)
+            with self._lock:
+                self._pending.pop(dul, None)
+            session.handle(first)
             while True:
-                session.handle(dul.receive(None))
+                session.handle(dul.receive(self.idle_timeout))
+        except TimeoutError:
+            outcome = "idle"
+            log.info("no PDU for %s s: aborting the association", self.idle_timeout)
         except LocalProtocolError:
             pass  # the provider stopped: the association is over (or we are shutting down)
         except Exception:
+            outcome = "error"
             log.exception("service user failed; aborting the association")
         finally:
+            unclean = outcome == "" and dul.state is not State.Sta1 and not self._stopping.is_set()
             dul.kill()
             session.close()
-            if admitted.is_set():
-                self._slots.release()
-                with self.stats.lock:
-                    self.stats.active -= 1
-            with self._lock:
-                self._providers.discard(dul)
-                self._threads.discard(threading.current_thread())
+            self._count_ending(session, outcome, unclean)
+
+    def _count_ending(self, session: _Session, outcome: str, unclean: bool) -> None:
+        """Release the slot and count how the association ended (SCPStats)."""
+        if session.admitted:
+            self._slots.release()
+        with self.stats.lock:
+            stats = self.stats
+            if session.established:
+                stats.active -= 1
+            stats.unclean += unclean
+            if outcome == "idle":
+                stats.idle_aborted += 1
+            elif outcome == "error":
+                stats.errors += 1
+            elif session.abort is not None:
+                if session.abort.source == 0:
+                    stats.aborted += 1
+                else:
+                    stats.provider_aborted += 1
+            elif session.released:
+                stats.released += 1
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no connection is being served and their threads have ended."""
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            if not self._idle.wait_for(lambda: not self._threads, timeout):
+                return False
+            finished, self._finished = self._finished, []
+        for thread in finished:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in finished)
 
     def shutdown(self) -> None:
         """Stop accepting, kill every association, wait for every thread, close every socket."""
@@ -188,7 +336,8 @@ class StorageSCP:
         for dul in providers:
             dul.kill()
         with self._lock:
-            threads = list(self._threads)
+            threads = [*self._threads, *self._finished]
+            self._finished = []
         for thread in threads:
             thread.join()
         self._listener.close()
@@ -213,10 +362,15 @@ class _Session:
         self.pending: CommandSet | None = None
         self.pending_context = 0
         self.sink: BinaryIO | None = None
+        self.admitted = False  # the indication came: _admit took a slot at AE-6
+        self.established = False
+        self.released = False
+        self.abort: AAbortPDU | None = None
 
     def handle(self, pdu: PDU) -> None:
         """React to one indication of the provider."""
         if isinstance(pdu, AAssociateRqPDU):
+            self.admitted = True
             answer, accepted = negotiate(
                 pdu,
                 abstract_syntaxes=self.scp.abstract_syntaxes,
@@ -225,6 +379,7 @@ class _Session:
             )
             self.contexts = {context.context_id: context for context in accepted}
             if not isinstance(answer, AAssociateRjPDU):
+                self.established = True
                 with self.scp.stats.lock:
                     self.scp.stats.associations += 1
                     self.scp.stats.active += 1
@@ -233,8 +388,10 @@ class _Session:
             for item in pdu.data_value_items:
                 self._pdv(item)
         elif isinstance(pdu, AReleaseRqPDU):
+            self.released = True
             self.dul.send(AReleaseRpPDU())  # PS3.8 §7.2: release is always affirmative
-        # AAbortPDU (A-ABORT / A-P-ABORT): nothing to answer; the provider ends the association.
+        elif isinstance(pdu, AAbortPDU):
+            self.abort = pdu  # A-ABORT / A-P-ABORT: nothing to answer, the provider ends it
 
     def _pdv(self, item: PresentationDataValueItem) -> None:
         """Collect command fragments; stream data-set fragments (PS3.8 Annex E)."""
@@ -336,13 +493,39 @@ def add_subcommand(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument("--max-pdu", type=int, default=16384, help="maximum PDU length we receive")
     p.add_argument("--output-dir", type=Path, default=None, help="write received data sets here")
     p.add_argument("--max-associations", type=int, default=500, help="concurrent associations")
+    p.add_argument(
+        "--max-pending",
+        type=int,
+        default=1000,
+        help="connections without A-ASSOCIATE-RQ yet; beyond, the oldest is dropped",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=60.0,
+        help="abort an association silent this long, seconds (0: never)",
+    )
+    p.add_argument(
+        "--send-timeout", type=float, default=30.0, help="drop a peer that reads nothing this long"
+    )
     p.add_argument("-v", "--verbose", action="count", default=0, help="-v info, -vv debug")
     p.set_defaults(handler=_run)
+
+
+def _raise_fd_limit() -> None:
+    """Lift the soft RLIMIT_NOFILE to the hard limit: each connection holds four descriptors."""
+    with contextlib.suppress(ImportError, ValueError, OSError):
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _run(args: argparse.Namespace) -> int:
     """Serve until SIGINT or SIGTERM, then shut down cleanly."""
     logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2))
+    _raise_fd_limit()
     if args.output_dir is not None:
         args.output_dir.mkdir(parents=True, exist_ok=True)
     scp = StorageSCP(
@@ -353,6 +536,9 @@ def _run(args: argparse.Namespace) -> int:
         max_pdu_length=args.max_pdu,
         output_dir=args.output_dir,
         max_associations=args.max_associations,
+        max_pending=args.max_pending,
+        idle_timeout=args.idle_timeout or None,
+        send_timeout=args.send_timeout,
     )
     done = threading.Event()
 

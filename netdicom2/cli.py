@@ -16,6 +16,9 @@ __all__ = ["main"]
 SUBCOMMANDS: dict[str, str] = {
     "scp": "netdicom2.app_scp:add_subcommand",
     "echo": "netdicom2.app_scu:add_subcommands",
+    "conformance": "conformance.cli:add_subcommand",
+    "replay": "pcaps.cli:add_replay",
+    "record": "pcaps.cli:add_record",
 }
 
 Handler = Callable[[argparse.Namespace], int]

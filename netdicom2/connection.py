@@ -52,7 +52,7 @@ from netdicom2.exceptions import (
     PDUDecodeError,
     PDUTooLargeError,
 )
-from netdicom2.framing import PDUFramer
+from netdicom2.framing import FramingError, PDUFramer
 from netdicom2.fsm import (
     NEXT_STATE,
     PDU_TYPE_EVENT,
@@ -208,16 +208,15 @@ class Connection:
         effects: list[Effect] = []
         if not self.transport_open or self._framer is None or self._desynchronised:
             return effects  # no transport (Sta1, Sta4, closed by us) or a lost stream
+        refused: FramingError | None = None
         try:
             frames = self._framer.feed(data)
-        except PDUDecodeError as exc:
-            # PS3.8 Annex D.1: a PDU longer than we announced (or a header that cannot start a
-            # PDU) is a protocol error, Evt19. The stream cannot be re-synchronised after it.
-            self._desynchronised = True
-            return self._fire(Event.Evt19, None, now, abort_reason=exc.abort_reason)
+        except FramingError as exc:
+            # The PDUs completed before the refused header keep their place in the stream.
+            frames, refused = exc.frames, exc
         for frame in frames:
             if not self.transport_open:
-                break  # a previous PDU closed the transport: the rest is ignored
+                return effects  # a previous PDU closed the transport: the rest is ignored
             try:
                 pdu = decode(frame)
             except PDUDecodeError as exc:
@@ -225,6 +224,11 @@ class Connection:
                 effects += self._fire(Event.Evt19, None, now, abort_reason=exc.abort_reason)
                 continue
             effects += self._fire(PDU_TYPE_EVENT[pdu.pdu_type], pdu, now)
+        if refused is not None and self.transport_open:
+            # PS3.8 Annex D.1: a PDU longer than we announced (or a header that cannot start a
+            # PDU) is a protocol error, Evt19. The stream cannot be re-synchronised after it.
+            self._desynchronised = True
+            effects += self._fire(Event.Evt19, None, now, abort_reason=refused.abort_reason)
         return effects
 
     def transport_connected(self, now: float) -> list[Effect]:

@@ -53,6 +53,11 @@ Observer = Callable[[Transition], None]
 
 _RECV_SIZE = 1 << 18
 _STOPPED = object()  # placed in the incoming queue when the loop exits
+# Bounded memory: the loop stops reading the socket while this much output waits for a peer
+# that does not read, or this many indications wait for a user that does not receive; TCP flow
+# control then holds the peer back (a stalled peer is dropped after send_timeout).
+_OUT_HIGH_WATER = 1 << 20
+_MAX_QUEUED = 64
 
 
 def split_pdata(pdu: PDataTfPDU, max_pdu_length: int) -> list[PDataTfPDU]:
@@ -142,6 +147,9 @@ class DULServiceProvider(threading.Thread):
         self._connecting = False
         self._connect_deadline: float | None = None
         self._out: deque[memoryview] = deque()
+        self._out_bytes = 0
+        self._mask = 0  # what the selector watches on self._sock
+        self._input_paused = False
         self._send_deadline: float | None = None
         self.connection = Connection(
             artim_timeout=artim_timeout,
@@ -200,6 +208,8 @@ class DULServiceProvider(threading.Thread):
             self._incoming.put(_STOPPED)  # every later call sees it too
             self._raise_if_failed()
             raise ProviderStoppedError(self.connection.state, None, None)
+        if self._input_paused:
+            self._wake()  # the loop stopped reading for us: there is room again
         return item  # type: ignore[return-value]
 
     def stop(self) -> bool:
@@ -221,6 +231,8 @@ class DULServiceProvider(threading.Thread):
             self._terminate = True
             self._killed = True
         self._wake()
+        if threading.current_thread() is self:
+            return  # called by an observer in the loop thread: the loop ends it on return
         if self.is_alive():
             self.join()
         elif not self._exited:
@@ -273,6 +285,7 @@ class DULServiceProvider(threading.Thread):
                 return
             if self._one_shot and self._sock is None and self.connection.state is State.Sta1:
                 return  # PS3.8 §9.1.1: one association per connection, and it has ended
+            self._update_interest()
             timeout = self._next_timeout()
             events = self._selector.select(timeout)
             now = time.monotonic()
@@ -341,6 +354,7 @@ class DULServiceProvider(threading.Thread):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock = sock
         self._selector.register(sock, selectors.EVENT_READ)
+        self._mask = selectors.EVENT_READ
 
     def _open(self) -> None:
         """AE-1: issue TRANSPORT CONNECT; Evt2 follows when the connection completes."""
@@ -429,6 +443,7 @@ class DULServiceProvider(threading.Thread):
             return  # the transport is gone: PS3.8 §7.3, data in transit may be lost
         if self._out:
             self._out.append(memoryview(data))
+            self._out_bytes += len(data)
             return
         try:
             sent = self._sock.send(data)
@@ -440,8 +455,8 @@ class DULServiceProvider(threading.Thread):
             return
         if sent < len(data):
             self._out.append(memoryview(data)[sent:])
+            self._out_bytes += len(data) - sent
             self._send_deadline = time.monotonic() + self._send_timeout
-            self._selector.modify(self._sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
 
     def _flush(self) -> None:
         """Write pending output while the socket takes it; re-arm the bounded-send deadline."""
@@ -457,12 +472,12 @@ class DULServiceProvider(threading.Thread):
                 self._transport_lost(time.monotonic())
                 return
             self._send_deadline = time.monotonic() + self._send_timeout
+            self._out_bytes -= sent
             if sent < len(chunk):
                 self._out[0] = chunk[sent:]
                 return
             self._out.popleft()
         self._send_deadline = None
-        self._selector.modify(self._sock, selectors.EVENT_READ)
 
     def _transport_lost(self, now: float) -> None:
         """Peer close, reset, network failure or stalled peer: Evt17 (AA-4, AA-5 or AR-5)."""
@@ -482,6 +497,8 @@ class DULServiceProvider(threading.Thread):
                 for chunk in self._out:
                     sock.send(chunk)
         self._out.clear()
+        self._out_bytes = 0
+        self._mask = 0
         self._send_deadline = None
         self._connect_deadline = None
         self._connecting = False
@@ -489,6 +506,30 @@ class DULServiceProvider(threading.Thread):
             self._selector.unregister(sock)
         sock.close()
         self._sock = None
+
+    def _update_interest(self) -> None:
+        """Watch for output room while output waits; for input unless a bound is reached."""
+        sock = self._sock
+        if sock is None or self._connecting:
+            return
+        # Announce the pause before checking the queue, so that a receive() in between wakes
+        # the loop instead of being missed.
+        self._input_paused = True
+        self._input_paused = (
+            self._out_bytes >= _OUT_HIGH_WATER or self._incoming.qsize() >= _MAX_QUEUED
+        )
+        mask = 0 if self._input_paused else selectors.EVENT_READ
+        if self._out:
+            mask |= selectors.EVENT_WRITE
+        if mask == self._mask:
+            return
+        if not mask:
+            self._selector.unregister(sock)
+        elif not self._mask:
+            self._selector.register(sock, mask)
+        else:
+            self._selector.modify(sock, mask)
+        self._mask = mask
 
     def _end_association(self) -> None:
         """On kill: A-ABORT where Table 9-10 allows Evt15, then close and return to Sta1."""

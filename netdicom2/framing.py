@@ -22,6 +22,7 @@ __all__ = [
     "DEFAULT_MAX_OTHER_LENGTH",
     "DEFAULT_MAX_PDATA_LENGTH",
     "UNLIMITED_FRAGMENT_SIZE",
+    "FramingError",
     "Message",
     "PDUFramer",
     "Reassembler",
@@ -44,6 +45,24 @@ _LENGTH = struct.Struct(">I")
 # Implicit VR Little Endian element header of a command set: group, element, length (PS3.7 §6.3).
 _ELEMENT = struct.Struct("<HHI")
 _US = struct.Struct("<H")
+
+
+class FramingError(PDUDecodeError):
+    """A refused PDU header; ``frames`` are the PDUs completed before it in the same feed().
+
+    Handle those first to keep PS3.8's event order (e.g. Evt10 for a P-DATA-TF, then Evt19).
+    """
+
+    def __init__(self, error: PDUDecodeError, frames: list[memoryview] | None = None) -> None:
+        """Copy where/why from error; keep the PDUs framed before it."""
+        super().__init__(
+            error.reason,
+            pdu_type=error.pdu_type,
+            offset=error.offset,
+            field=error.field,
+            abort_reason=error.abort_reason,
+        )
+        self.frames: list[memoryview] = frames or []
 
 
 class PDUFramer:
@@ -107,22 +126,24 @@ class PDUFramer:
         """Add received bytes; return every PDU completed by them, header included, in order.
 
         PDUs wholly inside ``data`` are zero-copy slices of it (a bytes copy of a bytearray or
-        memoryview argument); PDUs spread over several calls are joined once. After a refused
-        header the stream is out of sync and every later call raises the same error.
+        memoryview argument); PDUs spread over several calls are joined once. A refused header
+        raises ``FramingError`` (a PDUDecodeError) carrying the PDUs completed before it; the
+        stream is then out of sync and every later call raises the same error.
         """
         if self._error is not None:
-            err = self._error
-            raise PDUDecodeError(
-                err.reason,
-                pdu_type=err.pdu_type,
-                offset=err.offset,
-                field=err.field,
-                abort_reason=err.abort_reason,
-            )
+            raise FramingError(self._error)
+        out: list[memoryview] = []
+        try:
+            self._feed(data, out)
+        except PDUDecodeError as error:
+            raise FramingError(error, out) from None
+        return out
+
+    def _feed(self, data: Buffer, out: list[memoryview]) -> None:
+        """Frame data into out; raise on a refused header (PS3.8 §9.1.3, Annex D.1)."""
         view = memoryview(data if type(data) is bytes else bytes(data))
         size = len(view)
         pos = 0
-        out: list[memoryview] = []
         while pos < size:
             if not self._have:
                 # At a PDU boundary: slice whole PDUs straight out of the chunk.
@@ -157,7 +178,6 @@ class PDUFramer:
                 out.append(memoryview(b"".join(self._parts)))
                 self._parts = []
                 self._have = self._need = 0
-        return out
 
 
 def fragment(

@@ -576,11 +576,7 @@ def _syntax_list(
         value = off + 4
         off = value + length
         if off > end:
-            _fail(
-                f"sub-item 0x{sub_type:02X} length {length} overruns its item",
-                value - 2,
-                "item-length",
-            )
+            _fail(f"sub-item 0x{sub_type:02X} overruns its item", value - 2, "item-length")
         if sub_type == 0x40:
             transfer.append(text[value:off])
         elif sub_type == 0x30:
@@ -610,15 +606,9 @@ def _decode_pc_rq(buf: bytes, text: str, start: int, end: int, reserved: int) ->
     abstract, transfer, layout = _syntax_list(buf, text, start + 4, end)
     # PS3.8 Table 9-13: exactly one abstract syntax sub-item and one or more transfer syntaxes.
     if len(abstract) != 1:
-        _fail(
-            f"{len(abstract)} abstract syntax sub-items (exactly one required)",
-            start,
-            "abstract syntax sub-item",
-        )
+        _fail(f"{len(abstract)} abstract syntax sub-items", start, "abstract syntax sub-item")
     if not transfer:
-        _fail(
-            "no transfer syntax sub-item (one or more required)", start, "transfer syntax sub-item"
-        )
+        _fail("no transfer syntax sub-item", start, "transfer syntax sub-item")
     reserved_6_8 = (buf[start + 1] << 16) | (buf[start + 2] << 8) | buf[start + 3]
     return PresentationContextItemRQ(
         buf[start], abstract[0], transfer, reserved, reserved_6_8, layout
@@ -634,19 +624,9 @@ def _decode_pc_ac(buf: bytes, text: str, start: int, end: int, reserved: int) ->
     # when the result is not acceptance; an abstract syntax or a second transfer syntax is not
     # defined for this item.
     if abstract:
-        _fail(
-            "abstract syntax sub-item in an A-ASSOCIATE-AC presentation context",
-            start,
-            "abstract syntax sub-item",
-            _UNEXPECTED,
-        )
+        _fail("abstract syntax sub-item in an AC", start, "abstract syntax sub-item", _UNEXPECTED)
     if len(transfer) > 1:
-        _fail(
-            f"{len(transfer)} transfer syntax sub-items (at most one)",
-            start,
-            "transfer syntax sub-item",
-            _UNEXPECTED,
-        )
+        _fail(f"{len(transfer)} transfer syntaxes", start, "transfer syntax sub-item", _UNEXPECTED)
     return PresentationContextItemAC(
         buf[start],
         buf[start + 2],
@@ -666,7 +646,7 @@ def _decode_app_context(buf: bytes, text: str, start: int, end: int, reserved: i
 def _decode_max_length(buf: bytes, text: str, start: int, end: int, reserved: int) -> AnyItem:
     """Maximum Length sub-item 51H, item-length fixed 4 (PS3.8 Table D.1-1)."""
     if end - start != 4:
-        _fail(f"maximum length sub-item length {end - start} (must be 4)", start - 2, "item-length")
+        _fail(f"maximum length item-length {end - start}, not 4", start - 2, "item-length")
     maximum: int = _U32.unpack_from(buf, start)[0]
     return MaximumLengthSubItem(maximum, reserved)
 
@@ -679,11 +659,7 @@ def _decode_impl_uid(buf: bytes, text: str, start: int, end: int, reserved: int)
 def _decode_async_window(buf: bytes, text: str, start: int, end: int, reserved: int) -> AnyItem:
     """Asynchronous Operations Window sub-item 53H, item-length fixed 4 (PS3.7 Table D.3-7)."""
     if end - start != 4:
-        _fail(
-            f"asynchronous operations window length {end - start} (must be 4)",
-            start - 2,
-            "item-length",
-        )
+        _fail(f"operations window item-length {end - start}, not 4", start - 2, "item-length")
     invoked, performed = _U16X2.unpack_from(buf, start)
     return AsynchronousOperationsWindowSubItem(invoked, performed, reserved)
 
@@ -702,11 +678,7 @@ def _decode_role(buf: bytes, text: str, start: int, end: int, reserved: int) -> 
     """SCP/SCU Role Selection sub-item 54H: lengths must nest exactly (PS3.7 Table D.3-9)."""
     stop = _length_prefixed(buf, start, end, "UID")
     if end - stop != 2:
-        _fail(
-            "role selection sub-item does not end with the two role bytes",
-            stop,
-            "SCU-role/SCP-role",
-        )
+        _fail("the two role bytes do not end the sub-item", stop, "SCU-role/SCP-role")
     return SCPSCURoleSelectionSubItem(text[start + 2 : stop], buf[stop], buf[stop + 1], reserved)
 
 
@@ -727,11 +699,7 @@ def _decode_common_ext_neg(buf: bytes, text: str, start: int, end: int, reserved
     svc_end = _length_prefixed(buf, sop_end, end, "service-class-uid")
     rel_end = _length_prefixed(buf, svc_end, end, "related-general-sop-class-identification")
     if rel_end != end:
-        _fail(
-            "trailing bytes after the related general SOP class identification",
-            rel_end,
-            "item-length",
-        )
+        _fail("trailing bytes after the related SOP classes", rel_end, "item-length")
     related = []
     off = svc_end + 2
     while off < end:
@@ -796,11 +764,7 @@ def decode_item_list(
         value = off + 4
         off = value + length
         if off > end:
-            _fail(
-                f"item 0x{item_type:02X} length {length} overruns its container",
-                value - 2,
-                "item-length",
-            )
+            _fail(f"item 0x{item_type:02X} overruns its container", value - 2, "item-length")
         decoder = get(item_type)
         if decoder is None:
             items.append(UnknownItem(item_type, buf[value:off], reserved))
@@ -832,6 +796,8 @@ _ALL_DECODERS: dict[int, Decoder] = {
     **RQ_ITEM_DECODERS,
     **AC_ITEM_DECODERS,
     **_USER_INFO_DECODERS,
+    0x30: lambda b, t, s, e, r: AbstractSyntaxSubItem(t[s:e], r),
+    0x40: lambda b, t, s, e, r: TransferSyntaxSubItem(t[s:e], r),
 }
 
 
@@ -842,12 +808,7 @@ def decode_item(data: bytes | bytearray | memoryview) -> AnyItem:
     Raises only ``PDUDecodeError`` (offsets relative to ``data``).
     """
     buf = bytes(data)
-    decoders = {
-        **_ALL_DECODERS,
-        0x30: lambda b, t, s, e, r: AbstractSyntaxSubItem(t[s:e], r),
-        0x40: lambda b, t, s, e, r: TransferSyntaxSubItem(t[s:e], r),
-    }
-    items = decode_item_list(buf, buf.decode("latin-1"), 0, len(buf), decoders)
+    items = decode_item_list(buf, buf.decode("latin-1"), 0, len(buf), _ALL_DECODERS)
     if len(items) != 1:
         _fail(f"{len(items)} items where exactly one was expected", 0, "item")
     return items[0]

@@ -364,8 +364,13 @@ class PDataTfPDU:
     @classmethod
     def decode(cls, data: Buffer) -> Self:
         """Decode one P-DATA-TF; fragments are memoryview slices of data (PS3.8 Table 9-23)."""
-        view = memoryview(_normalise(data))
-        size = _check_header(view, 0x04)
+        view = data if type(data) is memoryview else memoryview(data)
+        if view.format != "B" or view.ndim != 1:
+            view = memoryview(view.tobytes())
+        size = len(view)
+        # The header checks of _check_header, inlined on the data-transfer hot path (§9.3.1).
+        if size < 6 or view[0] != 0x04 or _HEADER.unpack_from(view)[2] != size - 6:
+            _check_header(view, 0x04)
         items = []
         off = 6
         unpack = _PDV.unpack_from

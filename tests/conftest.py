@@ -22,7 +22,9 @@ settings.register_profile("dev", max_examples=50, deadline=None)
 settings.register_profile(
     "long", max_examples=20_000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+)
 
 #: Public captures and seed streams, kept beside the repository (../shared/external-captures).
 EXTERNAL = Path(__file__).resolve().parents[2] / "shared" / "external-captures"

@@ -7,6 +7,8 @@ fields, padded UIDs, unknown items and non-canonical sub-item layouts are all ex
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import strategies as st
 
 from netdicom2.items import (
@@ -71,7 +73,9 @@ small_bytes = st.binary(max_size=24)
 
 #: UIDs per PS3.5 §9.1, sometimes with the NUL or space padding real peers send.
 clean_uids = st.from_regex(r"[12](\.(0|[1-9][0-9]{0,6})){1,8}", fullmatch=True)
-uids = st.one_of(clean_uids, clean_uids.map(lambda u: u + "\x00"), clean_uids.map(lambda u: u + " "))
+uids = st.one_of(
+    clean_uids, clean_uids.map(lambda u: u + "\x00"), clean_uids.map(lambda u: u + " ")
+)
 #: Any latin-1 text (the codec keeps the wire bytes, whatever they are).
 latin1 = st.text(st.characters(max_codepoint=0xFF), max_size=20)
 ae_titles = st.one_of(
@@ -144,12 +148,19 @@ def presentation_context_ac_items(draw: st.DrawFn) -> PresentationContextItemAC:
             subs.append(TransferSyntaxSubItem(transfer, draw(reserved8)))
         layout = draw(st.permutations(subs))
     return PresentationContextItemAC(
-        draw(byte), draw(st.integers(0, 4) | byte), transfer, draw(reserved8),
-        draw(reserved8), draw(reserved8), layout,
+        draw(byte),
+        draw(st.integers(0, 4) | byte),
+        transfer,
+        draw(reserved8),
+        draw(reserved8),
+        draw(reserved8),
+        layout,
     )
 
 
-def _variable_items(pc: st.SearchStrategy[Item], defined: frozenset[int]) -> st.SearchStrategy[list[Item]]:
+def _variable_items(
+    pc: st.SearchStrategy[Item], defined: frozenset[int]
+) -> st.SearchStrategy[list[Item]]:
     """One application context, 1+ presentation contexts, one user information item, extras."""
 
     @st.composite
@@ -164,8 +175,11 @@ def _variable_items(pc: st.SearchStrategy[Item], defined: frozenset[int]) -> st.
     return build()
 
 
-def _associate(cls: type[AAssociateRqPDU] | type[AAssociateAcPDU], pc: st.SearchStrategy[Item],
-               defined: frozenset[int]) -> st.SearchStrategy[AAssociateRqPDU | AAssociateAcPDU]:
+def _associate(
+    cls: type[AAssociateRqPDU] | type[AAssociateAcPDU],
+    pc: st.SearchStrategy[Item],
+    defined: frozenset[int],
+) -> st.SearchStrategy[AAssociateRqPDU | AAssociateAcPDU]:
     """An A-ASSOCIATE-RQ or -AC with arbitrary reserved fields (PS3.8 Tables 9-11, 9-17)."""
     return st.builds(
         cls,
@@ -212,4 +226,4 @@ def chunkings(draw: st.DrawFn, data: bytes) -> list[bytes]:
         return []
     cuts = sorted(draw(st.sets(st.integers(1, max(1, len(data) - 1)), max_size=12)))
     bounds = [0, *[c for c in cuts if c < len(data)], len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [data[a:b] for a, b in itertools.pairwise(bounds)]

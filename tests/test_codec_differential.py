@@ -76,8 +76,9 @@ def ours_summary(pdu: PDU) -> dict[str, Any]:
         contexts: list[tuple[Any, ...]] = []
         for pc in pdu.presentation_context_items:
             if isinstance(pc, PresentationContextItemRQ):
-                contexts.append((pc.context_id, pc.abstract_syntax_stripped,
-                                 pc.transfer_syntaxes_stripped))
+                contexts.append(
+                    (pc.context_id, pc.abstract_syntax_stripped, pc.transfer_syntaxes_stripped)
+                )
             else:
                 ts = pc.transfer_syntax_stripped if pc.result == 0 else None
                 contexts.append((pc.context_id, pc.result, ts))
@@ -90,16 +91,27 @@ def ours_summary(pdu: PDU) -> dict[str, Any]:
             "max": pdu.max_length,
             "impl_uid": pdu.implementation_class_uid,
             "impl_version": pdu.implementation_version_name,
-            "roles": [(r.sop_class_uid_stripped, r.scu_role, r.scp_role)
-                      for r in info.all(SCPSCURoleSelectionSubItem)],
+            "roles": [
+                (r.sop_class_uid_stripped, r.scu_role, r.scp_role)
+                for r in info.all(SCPSCURoleSelectionSubItem)
+            ],
             "window": None if window is None else (window.invoked, window.performed),
-            "identity": None if identity is None else (
-                identity.user_identity_type, identity.positive_response_requested,
-                identity.primary_field, identity.secondary_field),
+            "identity": None
+            if identity is None
+            else (
+                identity.user_identity_type,
+                identity.positive_response_requested,
+                identity.primary_field,
+                identity.secondary_field,
+            ),
         }
     if isinstance(pdu, PDataTfPDU):
-        return {"pdvs": [(v.context_id, bytes([v.control_header]) + bytes(v.fragment))
-                         for v in pdu.data_value_items]}
+        return {
+            "pdvs": [
+                (v.context_id, bytes([v.control_header]) + bytes(v.fragment))
+                for v in pdu.data_value_items
+            ]
+        }
     if isinstance(pdu, AAssociateRjPDU):
         return {"rj": (pdu.result, pdu.source, pdu.reason_diag)}
     if isinstance(pdu, AAbortPDU):
@@ -113,6 +125,7 @@ def pynetdicom_summary(data: bytes) -> dict[str, Any]:
     theirs.decode(data)
     if isinstance(theirs, pn.A_ASSOCIATE_RQ | pn.A_ASSOCIATE_AC):
         info = theirs.user_information
+        assert info is not None
         window = info.async_ops_window
         identity = info.user_identity
         contexts: list[tuple[Any, ...]] = []
@@ -122,8 +135,9 @@ def pynetdicom_summary(data: bytes) -> dict[str, Any]:
             else:
                 ts = pc.transfer_syntax if pc.result == 0 else None
                 contexts.append((pc.context_id, pc.result, ts))
-        roles = [item for item in info.user_data
-                 if isinstance(item, pni.SCP_SCU_RoleSelectionSubItem)]
+        roles = [
+            item for item in info.user_data if isinstance(item, pni.SCP_SCU_RoleSelectionSubItem)
+        ]
         return {
             "called": theirs.called_ae_title,
             "calling": theirs.calling_ae_title,
@@ -134,15 +148,25 @@ def pynetdicom_summary(data: bytes) -> dict[str, Any]:
             "impl_uid": info.implementation_class_uid,
             "impl_version": info.implementation_version_name,
             "roles": [(r.sop_class_uid, r.scu_role, r.scp_role) for r in roles],
-            "window": None if window is None else (
-                window.max_operations_invoked, window.max_operations_performed),
-            "identity": None if not isinstance(identity, pni.UserIdentitySubItemRQ) else (
-                identity.user_identity_type, identity.positive_response_requested,
-                identity.primary_field, identity.secondary_field),
+            "window": None
+            if window is None
+            else (window.max_operations_invoked, window.max_operations_performed),
+            "identity": None
+            if not isinstance(identity, pni.UserIdentitySubItemRQ)
+            else (
+                identity.user_identity_type,
+                identity.positive_response_requested,
+                identity.primary_field,
+                identity.secondary_field,
+            ),
         }
     if isinstance(theirs, pn.P_DATA_TF):
-        return {"pdvs": [(v.presentation_context_id, v.presentation_data_value)
-                         for v in theirs.presentation_data_value_items]}
+        return {
+            "pdvs": [
+                (v.presentation_context_id, v.presentation_data_value)
+                for v in theirs.presentation_data_value_items
+            ]
+        }
     if isinstance(theirs, pn.A_ASSOCIATE_RJ):
         return {"rj": (theirs.result, theirs.source, theirs.reason_diagnostic)}
     if isinstance(theirs, pn.A_ABORT_RQ):
@@ -181,14 +205,17 @@ def scapy_summary(data: bytes) -> dict[str, Any]:
     out: dict[str, Any] = {"type": packet.pdu_type, "reserved": packet.reserved1}
     if data[0] in (1, 2):
         out.update(
-            called=body.called_ae_title, calling=body.calling_ae_title,
-            version=body.protocol_version, reserved_9_10=body.reserved1,
+            called=body.called_ae_title,
+            calling=body.calling_ae_title,
+            version=body.protocol_version,
+            reserved_9_10=body.reserved1,
             reserved=body.reserved2,
             items=[_scapy_sub_item(item) for item in body.variable_items],
         )
     elif data[0] == 4:
-        out["pdvs"] = [(v.context_id, v.is_command, v.is_last, v.reserved_bits, v.data)
-                       for v in body.pdv_items]
+        out["pdvs"] = [
+            (v.context_id, v.is_command, v.is_last, v.reserved_bits, v.data) for v in body.pdv_items
+        ]
     elif data[0] == 3:
         out["rj"] = (body.reserved1, body.result, body.source, body.reason_diag)
     elif data[0] == 7:
@@ -213,8 +240,14 @@ def _our_sub_item(item: Item | SubItem) -> tuple[Any, ...]:
     if isinstance(item, SCPSCURoleSelectionSubItem):
         return (kind, raw[1], item.sop_class_uid.encode("latin-1"), item.scu_role, item.scp_role)
     if isinstance(item, UserIdentityRQSubItem):
-        return (kind, raw[1], item.user_identity_type, item.positive_response_requested,
-                item.primary_field, item.secondary_field)
+        return (
+            kind,
+            raw[1],
+            item.user_identity_type,
+            item.positive_response_requested,
+            item.primary_field,
+            item.secondary_field,
+        )
     if isinstance(item, PresentationContextItemRQ | PresentationContextItemAC):
         subs = []
         off = 8
@@ -240,12 +273,22 @@ def ours_scapy_summary(pdu: PDU) -> dict[str, Any]:
         out.update(
             called=pdu.called_ae_title.encode("latin-1"),
             calling=pdu.calling_ae_title.encode("latin-1"),
-            version=pdu.protocol_version, reserved_9_10=pdu.reserved_9_10, reserved=pdu.reserved,
+            version=pdu.protocol_version,
+            reserved_9_10=pdu.reserved_9_10,
+            reserved=pdu.reserved,
             items=[_our_sub_item(item) for item in pdu.variable_items],
         )
     elif isinstance(pdu, PDataTfPDU):
-        out["pdvs"] = [(v.context_id, v.control_header & 1, (v.control_header >> 1) & 1,
-                        v.control_header >> 2, bytes(v.fragment)) for v in pdu.data_value_items]
+        out["pdvs"] = [
+            (
+                v.context_id,
+                v.control_header & 1,
+                (v.control_header >> 1) & 1,
+                v.control_header >> 2,
+                bytes(v.fragment),
+            )
+            for v in pdu.data_value_items
+        ]
     elif isinstance(pdu, AAssociateRjPDU):
         out["rj"] = (pdu.reserved, pdu.result, pdu.source, pdu.reason_diag)
     elif isinstance(pdu, AAbortPDU):
@@ -278,17 +321,26 @@ def assert_agree(data: bytes) -> PDU:
 
 # pynetdicom validates AE titles (no backslash, not all spaces) and UIDs (pydicom warns on a
 # trailing space); titles and UIDs here stay in what all three accept. NUL padding is covered.
-ae = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="\\"),
-             min_size=1, max_size=16)
+ae = st.text(
+    st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="\\"),
+    min_size=1,
+    max_size=16,
+)
 uid = st.one_of(clean_uids, clean_uids.map(lambda u: u + "\x00"))
 byte = st.integers(0, 255)
 sub_items = st.lists(
     st.one_of(
         st.builds(SCPSCURoleSelectionSubItem, clean_uids, st.integers(0, 1), st.integers(0, 1)),
-        st.builds(AsynchronousOperationsWindowSubItem, st.integers(0, 0xFFFF),
-                  st.integers(0, 0xFFFF)),
-        st.builds(UserIdentityRQSubItem, st.just(2), st.integers(0, 1),
-                  st.binary(min_size=1, max_size=8), st.binary(min_size=1, max_size=8)),
+        st.builds(
+            AsynchronousOperationsWindowSubItem, st.integers(0, 0xFFFF), st.integers(0, 0xFFFF)
+        ),
+        st.builds(
+            UserIdentityRQSubItem,
+            st.just(2),
+            st.integers(0, 1),
+            st.binary(min_size=1, max_size=8),
+            st.binary(min_size=1, max_size=8),
+        ),
     ),
     max_size=3,
 )
@@ -297,8 +349,9 @@ sub_items = st.lists(
 @st.composite
 def associate(draw: st.DrawFn, ac: bool) -> AAssociateRqPDU | AAssociateAcPDU:
     """RQ/AC with the sub-items pynetdicom and scapy both model."""
-    ids = draw(st.lists(st.integers(0, 127).map(lambda i: 2 * i + 1), min_size=1, max_size=4,
-                        unique=True))
+    ids = draw(
+        st.lists(st.integers(0, 127).map(lambda i: 2 * i + 1), min_size=1, max_size=4, unique=True)
+    )
     if ac:
         contexts: list[Item] = [
             PresentationContextItemAC(i, draw(st.integers(0, 4)), draw(uid)) for i in ids
@@ -309,8 +362,10 @@ def associate(draw: st.DrawFn, ac: bool) -> AAssociateRqPDU | AAssociateAcPDU:
             for i in ids
         ]
     version = draw(st.one_of(st.none(), st.text("ABCXYZ_0123456789.", min_size=1, max_size=16)))
-    info: list[SubItem] = [MaximumLengthSubItem(draw(st.integers(0, 0xFFFFFFFF))),
-                           ImplementationClassUIDSubItem(draw(clean_uids))]
+    info: list[SubItem] = [
+        MaximumLengthSubItem(draw(st.integers(0, 0xFFFFFFFF))),
+        ImplementationClassUIDSubItem(draw(clean_uids)),
+    ]
     if version is not None:
         info.append(ImplementationVersionNameSubItem(version))
     info += draw(sub_items)
@@ -321,9 +376,14 @@ def associate(draw: st.DrawFn, ac: bool) -> AAssociateRqPDU | AAssociateAcPDU:
 
 simple_pdus = st.one_of(
     st.builds(AAssociateRjPDU, st.integers(1, 2), st.integers(1, 3), st.integers(0, 10)),
-    st.builds(PDataTfPDU, st.lists(
-        st.builds(PresentationDataValueItem, byte, st.integers(0, 3), st.binary(max_size=32)),
-        min_size=1, max_size=3)),
+    st.builds(
+        PDataTfPDU,
+        st.lists(
+            st.builds(PresentationDataValueItem, byte, st.integers(0, 3), st.binary(max_size=32)),
+            min_size=1,
+            max_size=3,
+        ),
+    ),
     st.builds(AReleaseRqPDU),
     st.builds(AReleaseRpPDU),
     st.builds(AAbortPDU, st.sampled_from([0, 2]), st.integers(0, 6)),
@@ -343,7 +403,9 @@ def test_user_identity_secondary_length_is_always_present() -> None:
     assert data[4:] == bytes.fromhex("58 00 000A 01 00 0004") + b"user" + bytes.fromhex("0000")
     sub = pni.UserInformationItem()
     sub.decode(data)
-    assert (sub.user_identity.primary_field, sub.user_identity.secondary_field) == (b"user", b"")
+    identity = sub.user_identity
+    assert isinstance(identity, pni.UserIdentitySubItemRQ)
+    assert (identity.primary_field, identity.secondary_field) == (b"user", b"")
     from scapy.contrib.dicom import DICOMVariableItem
 
     theirs = DICOMVariableItem(data[4:]).payload

@@ -64,7 +64,9 @@ def test_random_body_behind_a_valid_header(pdu_type: int, reserved: int, body: b
 
 
 @given(pdus, st.data())
-def test_mutated_encodings_decode_to_pdu_or_error_and_round_trip(pdu: PDU, data: st.DataObject) -> None:
+def test_mutated_encodings_decode_to_pdu_or_error_and_round_trip(
+    pdu: PDU, data: st.DataObject
+) -> None:
     raw = bytearray(pdu.encode())
     for _ in range(data.draw(st.integers(1, 4))):
         kind = data.draw(st.sampled_from(["flip", "set", "insert", "delete", "truncate"]))

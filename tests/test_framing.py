@@ -10,6 +10,7 @@ import pytest
 from netdicom2.exceptions import AbortReason, PDUDecodeError
 from netdicom2.framing import (
     UNLIMITED_FRAGMENT_SIZE,
+    FramingError,
     Message,
     PDUFramer,
     Reassembler,
@@ -82,6 +83,19 @@ def test_hostile_length_refused_right_after_the_header() -> None:
     # The stream is out of sync: every later call fails the same way.
     with pytest.raises(PDUDecodeError, match="exceeds the limit"):
         framer.feed(RELEASE_RQ)
+
+
+def test_pdus_before_a_refused_header_are_handed_over_with_the_error() -> None:
+    # PS3.8 Table 9-10 handles events in arrival order: the A-RELEASE-RQ and A-ABORT that came
+    # first in the chunk are not lost when the header after them is refused.
+    framer = PDUFramer(max_other_length=100)
+    with pytest.raises(FramingError) as info:
+        framer.feed(RELEASE_RQ + ABORT + bytes.fromhex("01 00 00000200"))
+    assert isinstance(info.value, PDUDecodeError)
+    assert [bytes(v) for v in info.value.frames] == [RELEASE_RQ, ABORT]
+    with pytest.raises(FramingError) as info:
+        framer.feed(RELEASE_RQ)
+    assert info.value.frames == []
 
 
 def test_pdata_limit_is_the_announced_maximum_length() -> None:
@@ -159,17 +173,16 @@ def test_fragment_respects_the_maximum_length_and_sets_the_last_bit() -> None:
 
 def test_fragment_exact_multiple_and_single_fragment() -> None:
     data = bytes(16)
-    assert [c for _, c, _ in _fragments(list(fragment(1, data, is_command=False,
-                                                      max_pdu_length=14)))] == [0, 2]
+    assert [
+        c for _, c, _ in _fragments(list(fragment(1, data, is_command=False, max_pdu_length=14)))
+    ] == [0, 2]
     assert _fragments(list(fragment(1, data, is_command=True, max_pdu_length=100))) == [
         (1, 3, data)
     ]
 
 
 def test_fragment_empty_data_and_unlimited() -> None:
-    assert _fragments(list(fragment(1, b"", is_command=False, max_pdu_length=100))) == [
-        (1, 2, b"")
-    ]
+    assert _fragments(list(fragment(1, b"", is_command=False, max_pdu_length=100))) == [(1, 2, b"")]
     data = bytes(UNLIMITED_FRAGMENT_SIZE + 2)
     pdus = list(fragment(1, data, is_command=False, max_pdu_length=0))
     assert [len(p.data_value_items[0].fragment) for p in pdus] == [UNLIMITED_FRAGMENT_SIZE, 2]

@@ -7,6 +7,7 @@ import pytest
 from netdicom2.exceptions import AbortReason, PDUDecodeError
 from netdicom2.items import (
     AbstractSyntaxSubItem,
+    AnyItem,
     ApplicationContextItem,
     AsynchronousOperationsWindowSubItem,
     ImplementationClassUIDSubItem,
@@ -113,8 +114,12 @@ def test_padded_uids_are_kept_raw_and_offered_stripped() -> None:
         (bytes.fromhex("40 00 0011") + IMPLICIT_LE, "abstract syntax sub-item"),
         (bytes.fromhex("30 00 0011") + VERIFICATION, "transfer syntax sub-item"),
         (
-            bytes.fromhex("30 00 0011") + VERIFICATION + bytes.fromhex("30 00 0011")
-            + VERIFICATION + bytes.fromhex("40 00 0011") + IMPLICIT_LE,
+            bytes.fromhex("30 00 0011")
+            + VERIFICATION
+            + bytes.fromhex("30 00 0011")
+            + VERIFICATION
+            + bytes.fromhex("40 00 0011")
+            + IMPLICIT_LE,
             "abstract syntax sub-item",
         ),
         (bytes.fromhex("30 00 0011") + VERIFICATION[:5], "item-length"),  # overrun
@@ -191,7 +196,7 @@ def test_inconsistent_layout_is_refused_and_canonical_layout_dropped() -> None:
 
 # User information sub-items (PS3.8 Annex D.1, PS3.7 D.3.3) ----------------------------------
 
-SUB_ITEM_VECTORS = [
+SUB_ITEM_VECTORS: list[tuple[bytes, AnyItem]] = [
     # 51H Maximum Length: length 4, 16384 (PS3.8 Table D.1-1).
     (bytes.fromhex("51 00 0004 00004000"), MaximumLengthSubItem(16384)),
     # 52H Implementation Class UID, odd length, no padding (PS3.7 Table D.3-1).
@@ -212,8 +217,12 @@ SUB_ITEM_VECTORS = [
     ),
     # 57H Common Extended Negotiation, version byte 00, related list with one UID (D.3-12/13).
     (
-        bytes.fromhex("57 00 0037 0019") + CT_STORAGE + bytes.fromhex("0005") + b"1.2.3"
-        + bytes.fromhex("0013 0011") + VERIFICATION,
+        bytes.fromhex("57 00 0037 0019")
+        + CT_STORAGE
+        + bytes.fromhex("0005")
+        + b"1.2.3"
+        + bytes.fromhex("0013 0011")
+        + VERIFICATION,
         SOPClassCommonExtendedNegotiationSubItem(
             "1.2.840.10008.5.1.4.1.1.2", "1.2.3", ["1.2.840.10008.1.1"]
         ),
@@ -235,9 +244,9 @@ SUB_ITEM_VECTORS = [
 
 
 @pytest.mark.parametrize(("data", "expected"), SUB_ITEM_VECTORS)
-def test_user_information_sub_item_golden(data: bytes, expected: object) -> None:
+def test_user_information_sub_item_golden(data: bytes, expected: AnyItem) -> None:
     assert decode_item(data) == expected
-    assert expected.encode() == data  # type: ignore[attr-defined]
+    assert expected.encode() == data
 
 
 def test_common_extended_negotiation_byte_2_is_the_version() -> None:

@@ -120,7 +120,10 @@ GOLDEN: list[tuple[bytes, PDU]] = [
     (
         PDATA2,
         PDataTfPDU(
-            [PresentationDataValueItem(3, 0, b"\xaa\xbb"), PresentationDataValueItem(3, 2, b"\xcc\xdd")]
+            [
+                PresentationDataValueItem(3, 0, b"\xaa\xbb"),
+                PresentationDataValueItem(3, 2, b"\xcc\xdd"),
+            ]
         ),
     ),
     (RELEASE_RQ, AReleaseRqPDU()),
@@ -369,13 +372,21 @@ def test_pdv_fragments_are_zero_copy_slices() -> None:
     assert first.obj is PDATA2
     assert (pdu.data_value_items[0].is_last, pdu.data_value_items[1].is_last) == (False, True)
     # A memoryview of another format is read as its bytes.
-    assert decode(memoryview(PDATA2).cast("c")) == pdu
+    assert decode(memoryview(PDATA2).cast("c")) == pdu  # type: ignore[arg-type]
 
 
 def test_decode_under_python_dash_o_raises_only_decode_errors() -> None:
     # No validation may rely on assert: the same inputs fail the same way with -O.
-    bad = [b"", b"\x04", RQ[:80], _rq_with_items([APP, UI]), PDATA[:-1], b"\x09" + RJ[1:],
-           bytes.fromhex("04 00 00000005 00000001 01"), _rq_with_items([APP, PC, UI[:4]])]
+    bad = [
+        b"",
+        b"\x04",
+        RQ[:80],
+        _rq_with_items([APP, UI]),
+        PDATA[:-1],
+        b"\x09" + RJ[1:],
+        bytes.fromhex("04 00 00000005 00000001 01"),
+        _rq_with_items([APP, PC, UI[:4]]),
+    ]
     code = (
         "import sys\n"
         "from netdicom2.pdu import decode\n"
