@@ -152,8 +152,8 @@ def negotiate(
 ) -> tuple[AAssociateAcPDU | AAssociateRjPDU, list[AcceptedContext]]:
     """Answer an A-ASSOCIATE-RQ: RJ 1/1/7 on a wrong called AE title, else an AC.
 
-    Each proposed context gets one result (PS3.8 Table 9-18): accepted with the first proposed
-    transfer syntax we support, 3 for an unknown abstract syntax, 4 for no common transfer
+    Each proposed context gets one result (PS3.8 Table 9-18): accepted with the proposed
+    transfer syntax we prefer, 3 for an unknown abstract syntax, 4 for no common transfer
     syntax. `abstract_syntaxes=None` means Verification and the storage SOP classes.
     """
     if ae_title is not None and rq.called_ae_title.strip() != ae_title.strip():
@@ -169,7 +169,9 @@ def negotiate(
     for context in rq.presentation_context_items:
         abstract = context.abstract_syntax.rstrip("\0 ")
         proposed = [ts.rstrip("\0 ") for ts in context.transfer_syntaxes]
-        common = [ts for ts in proposed if ts in transfer_syntaxes]
+        # Our order of preference decides among the proposed ones (Explicit VR LE first; the
+        # retired Explicit VR Big Endian only when nothing else is offered).
+        common = [ts for ts in transfer_syntaxes if ts in proposed]
         if abstract not in supported:
             result, chosen = ABSTRACT_SYNTAX_NOT_SUPPORTED, proposed[0] if proposed else ""
         elif not common:

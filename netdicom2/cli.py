@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, str] = {
     "conformance": "conformance.cli:add_subcommand",
     "replay": "pcaps.cli:add_replay",
     "record": "pcaps.cli:add_record",
+    "fuzz": "fuzz.cli:add_subcommand",
 }
 
 Handler = Callable[[argparse.Namespace], int]

@@ -1,0 +1,178 @@
+"""Read pcap/pcapng files with scapy and group their TCP segments into connections.
+
+Link types: whatever scapy dissects (Ethernet, Linux cooked SLL and SLL2, BSD loopback/NULL,
+raw IP), plus a fallback for link layers scapy leaves as raw bytes (OpenBSD loopback, raw
+IPv4/IPv6 link types): the IP header is looked for at the link type's fixed offset. IPv4 and
+IPv6 both work. Only TCP matters here; everything else in the capture is counted and skipped.
+
+A connection is identified by its two endpoints; a new SYN with another initial sequence number
+on the same endpoints starts a new connection (port reuse).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pcaps.reassembly import FIN, RST, SYN, Segment
+
+__all__ = ["Endpoint", "TcpConnection", "read_connections"]
+
+Endpoint = tuple[str, int]
+
+# Offset of the IP header for link types scapy does not dissect (tcpdump's LINKTYPE_ list).
+_IP_OFFSETS = {0: 4, 12: 0, 14: 0, 101: 0, 108: 4, 228: 0, 229: 0}
+_TCP_ACK = 0x10
+
+
+@dataclass
+class TcpConnection:
+    """The segments of one TCP connection, per sending endpoint, in capture order."""
+
+    index: int
+    a: Endpoint
+    b: Endpoint
+    segments: dict[Endpoint, list[Segment]] = field(default_factory=dict)
+    client: Endpoint | None = None  # the sender of the first SYN, when captured
+    client_isn: int | None = None
+    ended: bool = False
+    first_time: float = 0.0
+
+    def add(self, sender: Endpoint, segment: Segment) -> None:
+        """Append a segment sent by ``sender``."""
+        self.segments.setdefault(sender, []).append(segment)
+
+    def other(self, endpoint: Endpoint) -> Endpoint:
+        """The endpoint at the other end."""
+        return self.b if endpoint == self.a else self.a
+
+
+@dataclass
+class CaptureStats:
+    """What the reader saw besides TCP."""
+
+    packets: int = 0
+    tcp_segments: int = 0
+    skipped: int = 0
+    linktype: int | None = None
+
+
+def _layers() -> tuple[Any, Any, Any, Any, Any]:
+    """scapy's IP, IPv6, TCP, Padding and reader classes (imported lazily: scapy is slow)."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.inet6 import IPv6
+    from scapy.packet import Padding
+    from scapy.utils import PcapReader
+
+    return IP, IPv6, TCP, Padding, PcapReader
+
+
+def _ip_layer(packet: Any, linktype: int | None) -> Any:
+    """The IPv4/IPv6 layer of a packet, dissecting raw link payloads scapy did not."""
+    ip_cls, ipv6_cls, _, _, _ = _layers()
+    for cls in (ip_cls, ipv6_cls):
+        if cls in packet:
+            return packet[cls]
+    offset = _IP_OFFSETS.get(linktype if linktype is not None else -1)
+    if offset is None:
+        return None
+    data = bytes(packet)[offset:]
+    if not data:
+        return None
+    version = data[0] >> 4
+    if version == 4:
+        return ip_cls(data)
+    if version == 6:
+        return ipv6_cls(data)
+    return None
+
+
+def _tcp_payload(tcp: Any, padding_cls: Any) -> bytes:
+    """The TCP payload as captured, whatever scapy dissected on top of it.
+
+    The TCP layer's ``original`` bytes stop where the IP length says (link-layer padding is
+    not in them). Upper-layer dissection is not trusted: with ``scapy.contrib.dicom`` loaded,
+    ports 104 and 11112 are dissected as DICOM and a second PDU in a segment lands in Padding.
+    """
+    original = getattr(tcp, "original", None)
+    if original:
+        return bytes(original[int(tcp.dataofs) * 4 :])
+    payload = bytes(tcp.payload)
+    if padding_cls in tcp:
+        pad = len(bytes(tcp[padding_cls]))
+        if pad:
+            payload = payload[:-pad]
+    return payload
+
+
+def _packets(
+    path: Path, stats: CaptureStats
+) -> Iterator[tuple[int, float, Endpoint, Endpoint, Any]]:
+    """(time, source, destination, TCP layer) of every TCP segment in the file."""
+    from scapy.error import Scapy_Exception
+
+    _, _, tcp_cls, _, reader_cls = _layers()
+    with path.open("rb") as handle:  # our handle: closed even when scapy refuses the file
+        try:
+            reader = reader_cls(handle)
+        except Scapy_Exception as exc:
+            raise ValueError(f"{path}: not a pcap or pcapng capture ({exc})") from exc
+        linktype = getattr(reader, "linktype", None)
+        stats.linktype = linktype
+        for packet in reader:
+            stats.packets += 1
+            if linktype is None and getattr(reader, "interfaces", None):
+                # pcapng: the link type belongs to the interface description block.
+                linktype = stats.linktype = int(reader.interfaces[0][0])
+            try:
+                ip = _ip_layer(packet, linktype)
+            except Exception:
+                ip = None
+            if ip is None or tcp_cls not in ip:
+                stats.skipped += 1
+                continue
+            tcp = ip[tcp_cls]
+            yield (
+                stats.packets - 1,
+                float(packet.time),
+                (str(ip.src), int(tcp.sport)),
+                (str(ip.dst), int(tcp.dport)),
+                tcp,
+            )
+
+
+def read_connections(path: Path) -> tuple[list[TcpConnection], CaptureStats]:
+    """Every TCP connection in a capture, with its segments in capture order."""
+    _, _, _, padding_cls, _ = _layers()
+    logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
+    stats = CaptureStats()
+    current: dict[frozenset[Endpoint], TcpConnection] = {}
+    connections: list[TcpConnection] = []
+    for number, time, src, dst, tcp in _packets(path, stats):
+        stats.tcp_segments += 1
+        flags = int(tcp.flags)
+        seq = int(tcp.seq)
+        key = frozenset((src, dst))
+        conn = current.get(key)
+        is_syn = bool(flags & SYN) and not flags & _TCP_ACK
+        if conn is not None and is_syn and conn.client_isn is not None and seq != conn.client_isn:
+            conn = None  # RFC 9293 §3.4: a new incarnation of the same endpoints
+        if conn is not None and is_syn and conn.client_isn is None and conn.ended:
+            conn = None
+        if conn is None:
+            conn = TcpConnection(len(connections), src, dst, first_time=time)
+            current[key] = conn
+            connections.append(conn)
+        if is_syn and conn.client is None:
+            conn.client, conn.client_isn = src, seq
+        elif flags & SYN and flags & _TCP_ACK and conn.client is None:
+            conn.client = dst
+        if flags & (FIN | RST):
+            conn.ended = True
+        ack = int(tcp.ack) if flags & _TCP_ACK else None
+        payload = _tcp_payload(tcp, padding_cls)
+        conn.add(src, Segment(time, seq, payload, flags & 0x3F, ack, number))
+    return connections, stats

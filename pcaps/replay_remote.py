@@ -1,0 +1,268 @@
+"""`--against HOST:PORT`: play the recorded requestor against a live acceptor and compare.
+
+The scripted requestor sends the recorded requestor's bytes in recorded order (pipelining and
+malformed PDUs included: that is what the recording holds). After each of its steps it reads
+the live acceptor's answers and compares them with the recorded ones field by field
+(``pcaps.compare``): A-ASSOCIATE-AC/RJ, A-ABORT and A-RELEASE PDU by PDU, P-DATA message by
+message (fragmentation is the peer's business, PS3.8 Annex E). Differences at or after a
+recorded deviation from PS3.8 (``pcaps.model``) are excused: a conforming peer may answer a
+non-conforming request otherwise than the recorded peer did.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from netdicom2.exceptions import PDUDecodeError
+from netdicom2.pdu import PDataTfPDU, decode
+from pcaps.compare import MessageAssembler, compare_messages, compare_pdus
+from pcaps.flows import DicomConnection, Event
+from pcaps.model import judge
+from pcaps.pdus import PduRecord
+from pcaps.plan import Difference, ReplayResult, Wire, describe_bytes
+
+__all__ = ["Connector", "replay_remote"]
+
+Connector = Callable[[tuple[str, int]], socket.socket]
+
+
+@dataclass
+class _Item:
+    """One step: "send", "close", "expect" (one PDU), "pdata" (a block of P-DATA), "eof"."""
+
+    kind: str
+    step: int
+    time: float
+    records: list[PduRecord] = field(default_factory=list)
+    how: str = ""
+    flexible: bool = False
+
+
+def _items(timeline: list[Event]) -> list[_Item]:
+    """The recorded timeline as requestor actions and acceptor expectations."""
+    items: list[_Item] = []
+    last_acceptor_pdu = 0
+    for index, event in enumerate(timeline):
+        record = event.record
+        if event.side == "acceptor" and record is not None:
+            last_acceptor_pdu = record.pdu_type
+        if event.side == "requestor":
+            if record is not None:
+                items.append(_Item("send", index, event.time, [record]))
+            else:
+                items.append(_Item("close", index, event.time, how=event.kind))
+        elif record is None:
+            # After its RJ, RELEASE-RP or A-ABORT the acceptor is in Sta13 and may close
+            # first (ARTIM) or wait for the requestor: either order conforms.
+            flexible = last_acceptor_pdu in (0x03, 0x06, 0x07)
+            items.append(_Item("eof", index, event.time, flexible=flexible))
+        elif record.status == "ok" and isinstance(record.pdu, PDataTfPDU):
+            if items and items[-1].kind == "pdata":
+                items[-1].records.append(record)
+            else:
+                items.append(_Item("pdata", index, event.time, [record]))
+        elif record.status == "ok":
+            items.append(_Item("expect", index, event.time, [record]))
+    return items
+
+
+class _Remote:
+    """Runs the items against the live peer and fills the result."""
+
+    def __init__(
+        self,
+        wire: Wire,
+        result: ReplayResult,
+        timeout: float,
+        timing: str,
+        first: float,
+        strict_datasets: bool,
+    ) -> None:
+        self.wire = wire
+        self.result = result
+        self.timeout = timeout
+        self.timing = timing
+        self.first = first
+        self.started = time.monotonic()
+        self.strict = strict_datasets
+        self.recorded = MessageAssembler()
+        self.live = MessageAssembler()
+        self.diverged = False
+
+    def diff(self, step: int | None, what: str, expected: str, actual: str) -> None:
+        """Record a difference."""
+        self.result.differences.append(Difference(step, what, expected, actual))
+
+    def wait(self, recorded: float) -> None:
+        """``--timing recorded``: keep the recorded spacing (an Event wait: timing, not sync)."""
+        if self.timing == "recorded":
+            delay = (recorded - self.first) - (time.monotonic() - self.started)
+            if delay > 0:
+                threading.Event().wait(delay)
+
+    def next_pdu(self, timeout: float | None = None) -> bytes | None:
+        """The next live PDU; None on close; TimeoutError."""
+        pdu = self.wire.read_pdu(self.timeout if timeout is None else timeout, time.monotonic)
+        if pdu is not None:
+            self.result.received.append(describe_bytes(pdu))
+        return pdu
+
+    def run(self, items: list[_Item], settle: float) -> None:
+        """Walk the items; after a divergence, stop sending and only drain."""
+        index = 0
+        while index < len(items) and not self.diverged:  # bounded by len(items)
+            item = items[index]
+            after = items[index + 1] if index + 1 < len(items) else None
+            if item.kind == "eof" and item.flexible and after is not None and after.kind == "close":
+                items[index], items[index + 1] = after, item  # Sta13: our close may go first
+                continue
+            getattr(self, f"_do_{item.kind}")(item)
+            index += 1
+        complete = any(i.kind in ("eof", "close") for i in items)
+        deadline = time.monotonic() + settle
+        try:
+            # Bounded by one overall deadline, however much the peer keeps sending.
+            while (pdu := self.next_pdu(max(0.0, deadline - time.monotonic()))) is not None:
+                if complete:
+                    self.diff(None, "extra", "nothing", describe_bytes(pdu))
+                else:  # the capture ends before the association did: nothing to compare
+                    self.result.notes.append(f"after the end of the capture: {describe_bytes(pdu)}")
+        except TimeoutError:
+            pass
+
+    def _do_send(self, item: _Item) -> None:
+        """Write the recorded requestor bytes."""
+        self.wait(item.time)
+        if not self.wire.send(item.records[0].data, self.timeout):
+            self.result.notes.append(f"step {item.step}: the peer had closed; not sent")
+            return
+        self.result.sent += 1
+
+    def _do_close(self, item: _Item) -> None:
+        """Close or reset as the recorded requestor did."""
+        self.wait(item.time)
+        self.wire.close(item.how)
+
+    def _do_eof(self, item: _Item) -> None:
+        """The recorded acceptor closed here: the live one must close too."""
+        if self.wire.eof and self.wire.reset:
+            return
+        try:
+            pdu = self.next_pdu()
+            while pdu is not None:  # bounded by the peer's output before its close
+                self.diff(item.step, "extra", "transport close", describe_bytes(pdu))
+                pdu = self.next_pdu()
+        except TimeoutError:
+            self.diff(item.step, "close", "transport closed", "still open")
+            self.diverged = True
+
+    def _do_expect(self, item: _Item) -> None:
+        """One non-P-DATA PDU, compared field by field."""
+        record = item.records[0]
+        assert record.pdu is not None
+        try:
+            got = self.next_pdu()
+        except TimeoutError:
+            got = b""
+        if not got:
+            self.diff(
+                item.step,
+                "pdu",
+                describe_bytes(record.data),
+                "connection closed" if got is None else "nothing (timeout)",
+            )
+            self.diverged = True
+            return
+        try:
+            live = decode(got)
+        except PDUDecodeError as exc:
+            self.diff(item.step, "pdu", describe_bytes(record.data), f"undecodable: {exc}")
+            self.diverged = True
+            return
+        for name, want, have in compare_pdus(record.pdu, live):
+            self.diff(item.step, name, want, have)
+        if type(live) is not type(record.pdu):
+            self.diverged = True
+
+    def _do_pdata(self, item: _Item) -> None:
+        """A block of recorded P-DATA: read live P-DATA until as many messages completed."""
+        done = len(self.recorded.messages)
+        self.recorded.add(r.pdu for r in item.records if r.pdu is not None)
+        target = len(self.recorded.messages)
+        while len(self.live.messages) < target:  # bounded by timeouts and the peer's output
+            try:
+                got = self.next_pdu()
+            except TimeoutError:
+                got = b""
+            if not got:
+                self.diff(
+                    item.step,
+                    "P-DATA",
+                    f"{target - len(self.live.messages)} more messages",
+                    "connection closed" if got is None else "nothing (timeout)",
+                )
+                self.diverged = True
+                return
+            try:
+                live = decode(got)
+            except PDUDecodeError as exc:
+                self.diff(item.step, "P-DATA", "P-DATA-TF", f"undecodable: {exc}")
+                self.diverged = True
+                return
+            if not isinstance(live, PDataTfPDU):
+                self.diff(item.step, "P-DATA", "P-DATA-TF", describe_bytes(got))
+                self.diverged = True
+                return
+            self.live.add([live])
+        for want, have in zip(
+            self.recorded.messages[done:target], self.live.messages[done:target], strict=True
+        ):
+            for name, a, b in compare_messages(want, have, strict_datasets=self.strict):
+                self.diff(item.step, name, a, b)
+
+
+def replay_remote(
+    conn: DicomConnection,
+    address: tuple[str, int],
+    *,
+    connect: Connector | None = None,
+    timing: str = "asap",
+    step_timeout: float = 10.0,
+    settle: float = 0.1,
+    strict_datasets: bool = False,
+) -> ReplayResult:
+    """Play ``conn``'s requestor against the live acceptor at ``address``."""
+    result = ReplayResult(conn.label, f"against {address[0]}:{address[1]}")
+    started = time.monotonic()
+    judgement = judge(conn)
+    result.findings = list(judgement.findings)
+    timeline = conn.timeline()
+    if not timeline:
+        result.skipped = "the recording holds no PDU and no close"
+        return result
+    try:
+        sock = connect(address) if connect else socket.create_connection(address, step_timeout)
+    except OSError as exc:
+        result.differences.append(Difference(0, "connect", "TCP connection", str(exc)))
+        return result
+    wire = Wire(sock)
+    first = timeline[0].time if timeline else 0.0
+    remote = _Remote(wire, result, step_timeout, timing, first, strict_datasets)
+    try:
+        remote.run(_items(timeline), settle)
+    finally:
+        wire.shutdown()
+    for errors, side in ((remote.recorded.errors, "recorded"), (remote.live.errors, "live")):
+        result.notes += [f"{side} P-DATA does not reassemble: {e}" for e in errors]
+    if judgement.findings:
+        first_time = min(f.time for f in judgement.findings)
+        for diff in result.differences:
+            step_time = timeline[diff.step].time if diff.step is not None else float("inf")
+            if step_time >= first_time:
+                diff.excused_by = next(f.text for f in judgement.findings if f.time == first_time)
+    result.elapsed = time.monotonic() - started
+    return result
