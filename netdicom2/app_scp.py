@@ -34,7 +34,7 @@ from netdicom2.dimse import (
     part10_header,
 )
 from netdicom2.dulprovider import DULServiceProvider
-from netdicom2.exceptions import LocalProtocolError, TimeoutError
+from netdicom2.exceptions import LocalProtocolError, NetDicomError, TimeoutError
 from netdicom2.fsm import State
 from netdicom2.items import PresentationDataValueItem
 from netdicom2.pdu import (
@@ -60,6 +60,7 @@ PROCESSING_FAILURE = 0x0110
 # listener is not watched for this long, instead of spinning on a listener that stays readable;
 # the connection waits in the backlog (PS3.8 §9.1.4 Note 1: temporary lack of resources).
 ACCEPT_BACKOFF = 0.1
+_MAX_LEFTOVER = 1024  # indications read after our send was refused (bounded)
 
 
 @dataclass
@@ -136,6 +137,7 @@ class StorageSCP:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._serving: threading.Thread | None = None
+        self._parked: socket.socket | None = None  # accepted, waiting for descriptors
 
     def start(self) -> StorageSCP:
         """Serve in a background thread; returns self."""
@@ -168,35 +170,65 @@ class StorageSCP:
     def _accept(self) -> bool:
         """Accept every pending connection (PS3.8 §9.1.2); False: out of resources, back off."""
         for _ in range(1024):  # bounded: the selector reports the rest on its next turn
+            sock, self._parked = self._parked, None
+            if sock is None:
+                try:
+                    sock, _ = self._listener.accept()
+                except (BlockingIOError, InterruptedError):
+                    return True
+                except (ConnectionAbortedError, ConnectionResetError):
+                    continue  # that one connection was reset while in the backlog
+                except OSError as exc:
+                    return self._lacking("accept failed", exc)
+                self._make_room()
             try:
-                sock, _ = self._listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return True
-            except (ConnectionAbortedError, ConnectionResetError):
-                continue  # that one connection was reset while in the backlog
-            except OSError as exc:
+                # PS3.8 §9.1.2: accepted, ARTIM starts now (Evt5 → AE-5 in the constructor).
+                dul = DULServiceProvider(
+                    sock,
+                    artim_timeout=self.artim_timeout,
+                    max_pdu_length=self.max_pdu_length,
+                    send_timeout=self.send_timeout,
+                    acceptable=self._admit,
+                    name="scp-dul",
+                    threaded=False,  # the service-user thread runs its loop: one thread each
+                )
+            except OSError as exc:  # no descriptors for its selector and wakeup pair
+                self._parked = sock  # served first when resources are back, like the backlog
+                return self._lacking("cannot serve a connection", exc)
+            thread = threading.Thread(target=self._serve, args=(dul,), daemon=True)
+            with self._idle:
                 with self.stats.lock:
-                    self.stats.accept_errors += 1
-                log.warning("accept failed: %s", exc)
-                return False
-            with self.stats.lock:
-                self.stats.connections += 1
-            self._make_room()
-            thread = threading.Thread(target=self._serve, args=(sock,), daemon=True)
-            with self._lock:
+                    self.stats.connections += 1
+                self._providers.add(dul)
+                self._pending[dul] = None
                 self._threads.add(thread)
                 self._finished = [t for t in self._finished if t.is_alive()]
+                self._idle.notify_all()
             try:
                 thread.start()
             except RuntimeError as exc:  # "can't start new thread"
-                with self._lock:
-                    self._threads.discard(thread)
-                with self.stats.lock:
-                    self.stats.accept_errors += 1
-                log.warning("cannot serve a connection: %s", exc)
-                sock.close()
-                return False
+                self._forget(dul, thread)
+                dul.kill()  # not started: closes its socket and descriptors
+                return self._lacking("cannot serve a connection", exc)
         return True
+
+    def _lacking(self, what: str, exc: BaseException) -> bool:
+        """Count and log a failure for lack of resources; False (the caller backs off)."""
+        with self.stats.lock:
+            self.stats.accept_errors += 1
+        log.warning("%s: %s", what, exc)
+        return False
+
+    def _forget(self, dul: DULServiceProvider, thread: threading.Thread) -> None:
+        """The connection is no longer served: drop it from every registry, wake wait_idle()."""
+        with self._idle:
+            self._providers.discard(dul)
+            self._pending.pop(dul, None)
+            if thread in self._threads:
+                self._threads.discard(thread)
+                if thread.ident is not None:
+                    self._finished.append(thread)
+            self._idle.notify_all()
 
     def _make_room(self) -> None:
         """Over max_pending connections without an A-ASSOCIATE-RQ: drop the oldest of them."""
@@ -208,54 +240,16 @@ class StorageSCP:
         with self.stats.lock:
             self.stats.evicted += 1
         log.info(
-            "more than %d connections without A-ASSOCIATE-RQ: dropping the oldest", self.max_pending
+            "over %d connections without A-ASSOCIATE-RQ: dropping the oldest", self.max_pending
         )
         oldest.kill()  # Sta2: Evt15 has no action, the transport is closed (Evt17 → AA-5)
 
-    def _serve(self, sock: socket.socket) -> None:
-        """The service user of one connection: register its provider, serve it, clean up."""
+    def _serve(self, dul: DULServiceProvider) -> None:
+        """The service-user thread of one connection (running its provider's loop): serve, clean up."""
         try:
-            dul = self._provider(sock)
-        except Exception:
-            log.exception("cannot start a provider for a new connection")
-            with self.stats.lock:
-                self.stats.accept_errors += 1
-            sock.close()
-            dul = None
-        try:
-            if dul is not None:
-                self._serve_association(dul)
+            self._serve_association(dul)
         finally:
-            with self._idle:
-                if dul is not None:
-                    self._providers.discard(dul)
-                    self._pending.pop(dul, None)
-                self._threads.discard(threading.current_thread())
-                self._finished.append(threading.current_thread())
-                self._idle.notify_all()
-
-    def _provider(self, sock: socket.socket) -> DULServiceProvider | None:
-        """A started acceptor for `sock`, registered; None when the SCP is shutting down."""
-        dul = DULServiceProvider(
-            sock,
-            artim_timeout=self.artim_timeout,
-            max_pdu_length=self.max_pdu_length,
-            send_timeout=self.send_timeout,
-            acceptable=self._admit,
-            name="scp-dul",
-        )
-        with self._lock:
-            # Checked under the lock that shutdown() takes to list the providers: either it
-            # sees this one and kills it, or this one sees the flag.
-            stopping = self._stopping.is_set()
-            if not stopping:
-                self._providers.add(dul)
-                self._pending[dul] = None
-        if stopping:
-            dul.kill()
-            return None
-        dul.start()
-        return dul
+            self._forget(dul, threading.current_thread())
 
     def _admit(self, rq: AAssociateRqPDU) -> AAssociateRjPDU | None:
         """PS3.8 §7.1.2.6 / Table 9-21: over the cap, RJ transient, local limit exceeded (AE-6)."""
@@ -282,7 +276,10 @@ class StorageSCP:
             outcome = "idle"
             log.info("no PDU for %s s: aborting the association", self.idle_timeout)
         except LocalProtocolError:
-            pass  # the provider stopped: the association is over (or we are shutting down)
+            # The provider stopped (the association is over, or we are shutting down), or our
+            # answer crossed the end of the association (a Table 9-10 blank cell, e.g. Evt7
+            # after AA-4): the indication that ended it may still be queued.
+            self._drain(dul, session)
         except Exception:
             outcome = "error"
             log.exception("service user failed; aborting the association")
@@ -291,6 +288,14 @@ class StorageSCP:
             dul.kill()
             session.close()
             self._count_ending(session, outcome, unclean)
+
+    def _drain(self, dul: DULServiceProvider, session: _Session) -> None:
+        """Read the indications left after the association ended, noting an abort."""
+        with contextlib.suppress(NetDicomError):
+            for _ in range(_MAX_LEFTOVER):
+                pdu = dul.receive(self.artim_timeout)
+                if isinstance(pdu, AAbortPDU):
+                    session.abort = pdu
 
     def _count_ending(self, session: _Session, outcome: str, unclean: bool) -> None:
         """Release the slot and count how the association ended (SCPStats)."""
@@ -313,11 +318,15 @@ class StorageSCP:
             elif session.released:
                 stats.released += 1
 
-    def wait_idle(self, timeout: float) -> bool:
-        """Wait until no connection is being served and their threads have ended."""
+    def wait_idle(self, timeout: float, *, connections: int = 0) -> bool:
+        """Wait until `connections` were accepted in all, none is being served, threads ended."""
         deadline = time.monotonic() + timeout
+
+        def idle() -> bool:
+            return not self._threads and self.stats.connections >= connections
+
         with self._idle:
-            if not self._idle.wait_for(lambda: not self._threads, timeout):
+            if not self._idle.wait_for(idle, timeout):
                 return False
             finished, self._finished = self._finished, []
         for thread in finished:
@@ -331,7 +340,7 @@ class StorageSCP:
             self._wake_w.send(b"\0")
         if self._serving is not None:
             self._serving.join()
-        with self._lock:
+        with self._lock:  # the accepting thread has ended: no provider is added after this
             providers = list(self._providers)
         for dul in providers:
             dul.kill()
@@ -340,6 +349,8 @@ class StorageSCP:
             self._finished = []
         for thread in threads:
             thread.join()
+        if self._parked is not None:
+            self._parked.close()
         self._listener.close()
         self._wake_r.close()
         self._wake_w.close()

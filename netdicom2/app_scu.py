@@ -61,7 +61,11 @@ class Association:
     ) -> None:
         self.timeout = timeout
         self.rq = build_rq(called_ae, calling_ae, contexts, max_pdu_length=max_pdu_length)
-        self.dul = DULServiceProvider(address=address, connect=connect, name="scu-dul")
+        # One user thread alternates send() and receive(): it runs the provider's loop itself,
+        # saving a thread start and the hand-offs (DULServiceProvider, threaded=False).
+        self.dul = DULServiceProvider(
+            address=address, connect=connect, name="scu-dul", threaded=False
+        )
         self.ac: AAssociateAcPDU | None = None
         self.contexts: list[AcceptedContext] = []
         self._message_id = 0
@@ -78,7 +82,6 @@ class Association:
 
     def associate(self) -> AAssociateAcPDU:
         """A-ASSOCIATE request; returns the AC or raises AssociationError (RJ, abort, time)."""
-        self.dul.start()
         self.dul.send(self.rq)
         answer = self._wait()
         if isinstance(answer, AAssociateAcPDU):

@@ -205,15 +205,37 @@ class Connection:
 
     def receive_bytes(self, data: bytes | bytearray | memoryview, now: float) -> list[Effect]:
         """Bytes from the transport: one event per whole PDU (Evt3 … Evt16, or Evt19)."""
-        effects: list[Effect] = []
         if not self.transport_open or self._framer is None or self._desynchronised:
-            return effects  # no transport (Sta1, Sta4, closed by us) or a lost stream
+            return []  # no transport (Sta1, Sta4, closed by us) or a lost stream
         refused: FramingError | None = None
         try:
             frames = self._framer.feed(data)
         except FramingError as exc:
             # The PDUs completed before the refused header keep their place in the stream.
             frames, refused = exc.frames, exc
+        return self._frames(frames, refused, now)
+
+    def receive_buffer(self) -> memoryview | None:
+        """Where the rest of a large PDU in progress may be received directly, or None.
+
+        For ``socket.recv_into``: it saves joining the PDU from many reads. Report the bytes
+        written with ``receive_into``; when None, use ``receive_bytes``.
+        """
+        if not self.transport_open or self._framer is None or self._desynchronised:
+            return None
+        return self._framer.body_buffer()
+
+    def receive_into(self, nbytes: int, now: float) -> list[Effect]:
+        """``nbytes`` were received into ``receive_buffer()``: events as for receive_bytes."""
+        if not self.transport_open or self._framer is None or self._desynchronised:
+            return []
+        return self._frames(self._framer.body_received(nbytes), None, now)
+
+    def _frames(
+        self, frames: list[memoryview], refused: FramingError | None, now: float
+    ) -> list[Effect]:
+        """One event per framed PDU (Evt3 … Evt16, or Evt19), then Evt19 for a refused one."""
+        effects: list[Effect] = []
         for frame in frames:
             if not self.transport_open:
                 return effects  # a previous PDU closed the transport: the rest is ignored

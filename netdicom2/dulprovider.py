@@ -1,10 +1,20 @@
 """DULServiceProvider: the threaded adapter that runs the sans-I/O core over one TCP socket.
 
-One thread per provider blocks in `selectors` until the socket is readable or writable, the
-user wakes it through a socketpair, or the nearest deadline (ARTIM, application timeouts, a
-bounded send) passes. It never polls and never sleeps. User primitives are handed to the core
-synchronously in `send()` (so misuse raises at once, naming the state), and the bytes they
-produce are written by the loop thread: one thread hand-off per PDU.
+The event loop blocks in `selectors` until the socket is readable or writable, another thread
+wakes it through a socketpair, or the nearest deadline (ARTIM, application timeouts, a bounded
+send) passes. It never polls and never sleeps. User primitives are handed to the core
+synchronously in `send()` (so misuse raises at once, naming the state), and the PDU they
+produce is written at once by the caller, in one system call, when no output is queued ahead
+of it; otherwise the loop writes it when the socket has room, and `send()` blocks while more
+than `_OUT_HIGH_WATER` bytes wait (bounded memory). Indications reach `receive()` through one
+queue: at most one thread hand-off per PDU.
+
+Where the loop runs: by default in the provider's own thread (`start()`). With
+`threaded=False` there is no such thread: the loop runs in whichever thread calls `receive()`
+(or `send()`, `kill()`), under a lock, until an indication is ready or the timeout passes.
+This saves a thread start and every hand-off per association, for a user with one thread that
+alternates `send()` and `receive()` (the example SCU and SCP); timers (ARTIM, the bounded
+send) then run only while a thread is inside one of these calls.
 
 Indications reach `receive()` as PDU objects (PS3.8 §7): AAssociateRqPDU (A-ASSOCIATE
 indication), AAssociateAcPDU / AAssociateRjPDU (confirmation), PDataTfPDU (P-DATA),
@@ -36,6 +46,8 @@ from netdicom2.connection import (
     Indicate,
     OpenTransport,
     SendPDU,
+    StartTimer,
+    StopTimer,
     Transition,
 )
 from netdicom2.exceptions import LocalProtocolError, ProviderStoppedError, TimeoutError
@@ -51,13 +63,19 @@ Address = tuple[str, int]
 Connector = Callable[[Address], socket.socket]
 Observer = Callable[[Transition], None]
 
-_RECV_SIZE = 1 << 18
+# Below glibc's mmap threshold: each read allocates from the heap. The rest of a large PDU is
+# received straight into its own buffer instead (Connection.receive_buffer).
+_RECV_SIZE = 1 << 16
 _STOPPED = object()  # placed in the incoming queue when the loop exits
 # Bounded memory: the loop stops reading the socket while this much output waits for a peer
 # that does not read, or this many indications wait for a user that does not receive; TCP flow
-# control then holds the peer back (a stalled peer is dropped after send_timeout).
+# control then holds the peer back (a stalled peer is dropped after send_timeout). send() blocks
+# from the high-water mark until the output is back under the low one.
 _OUT_HIGH_WATER = 1 << 20
+_OUT_LOW_WATER = 1 << 19
 _MAX_QUEUED = 64
+# Effects of a user primitive that send() performs itself (the rest go to the loop).
+_INLINE_EFFECTS = (SendPDU, StartTimer, StopTimer)
 
 
 def split_pdata(pdu: PDataTfPDU, max_pdu_length: int) -> list[PDataTfPDU]:
@@ -105,6 +123,9 @@ class DULServiceProvider(threading.Thread):
     closed and cannot carry another association, §9.1.1); `receive()` then raises
     ProviderStoppedError once the indications are consumed. A requestor's thread stays in
     Sta1 for a next association until `stop()` or `kill()`.
+
+    With `threaded=False` the provider is never started: the calling threads run its loop
+    (see the module docstring), with the same indications, errors and endings.
     """
 
     def __init__(
@@ -122,16 +143,21 @@ class DULServiceProvider(threading.Thread):
         acceptable: Callable[[AAssociateRqPDU], Any] | None = None,
         observer: Observer | None = None,
         name: str | None = None,
+        threaded: bool = True,
     ) -> None:
         super().__init__(name=name or "DULServiceProvider", daemon=True)
+        self._threaded = threaded
+        self._pump = threading.Lock()  # threaded=False: held by the thread running the loop
+        self._pumper: int | None = None  # that thread's ident, while it runs the loop
         self.address = address
         self._connector = connect
         self._connect_timeout = connect_timeout
         self._send_timeout = send_timeout
         self._observers: list[Observer] = [observer] if observer is not None else []
         self._lock = threading.RLock()  # observers run under it and may call send()
+        self._room = threading.Condition(self._lock)  # output fell under _OUT_LOW_WATER
         self._effects: deque[Effect] = deque()
-        self._incoming: queue.Queue[object] = queue.Queue()
+        self._incoming: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._terminate = False
         self._killed = False
         self._error: BaseException | None = None
@@ -168,10 +194,12 @@ class DULServiceProvider(threading.Thread):
     # ----------------------------------------------------------------- the seed API
 
     def send(self, primitive: PDU) -> None:
-        """Hand a user primitive to the state machine; the event loop writes its PDU(s).
+        """Hand a user primitive to the state machine; its PDU(s) are written at once if they can.
 
         Raises LocalProtocolError (naming state and primitive) when Table 9-10 has no action
-        for it in the current state, and ProviderStoppedError once the loop has exited.
+        for it in the current state, and ProviderStoppedError once the loop has exited. Blocks
+        while more than _OUT_HIGH_WATER bytes wait for the peer to read (until it reads, or
+        send_timeout drops it).
         """
         self._raise_if_failed()
         with self._lock:
@@ -189,21 +217,35 @@ class DULServiceProvider(threading.Thread):
                     "no called presentation address: pass address=(host, port)",
                 )
             now = time.monotonic()
+            deadline = self.connection.timer_deadline
+            kick = False
             if isinstance(primitive, PDataTfPDU):
                 peer_max = self.connection.peer_max_pdu_length or 0
                 for part in split_pdata(primitive, peer_max):
-                    self._effects.extend(self.connection.send(part, now))
+                    kick |= self._perform_now(self.connection.send(part, now))
             else:
-                self._effects.extend(self.connection.send(primitive, now))
-        self._wake()
+                kick = self._perform_now(self.connection.send(primitive, now))
+            later = self.connection.timer_deadline
+            # ARTIM (re)started: the loop must wait for the new, earlier deadline.
+            kick |= later is not None and (deadline is None or later < deadline)
+        if kick:
+            self._kick()
+        if self._out_bytes >= _OUT_HIGH_WATER:
+            self._wait_for_room()
 
     def receive(self, timeout: float | None) -> PDU:
         """The next indication or confirmation; TimeoutError when none arrives in time."""
+        if not self._threaded:
+            return self._deliver(self._pump_until_indication(timeout))
         try:
             item = self._incoming.get(timeout=timeout)
         except queue.Empty:
             self._raise_if_failed()
             raise TimeoutError(f"no PDU within {timeout} s") from None
+        return self._deliver(item)
+
+    def _deliver(self, item: object) -> PDU:
+        """Return a queued indication; the end-of-loop marker raises (and stays queued)."""
         if item is _STOPPED:
             self._incoming.put(_STOPPED)  # every later call sees it too
             self._raise_if_failed()
@@ -218,7 +260,7 @@ class DULServiceProvider(threading.Thread):
             if self.connection.state is not State.Sta1 and not self._exited:
                 return False
             self._terminate = True
-        self._wake()
+        self._kick()
         return True
 
     def kill(self) -> None:
@@ -231,24 +273,93 @@ class DULServiceProvider(threading.Thread):
             self._terminate = True
             self._killed = True
         self._wake()
-        if threading.current_thread() is self:
+        if threading.current_thread() is self or self._pumper == threading.get_ident():
             return  # called by an observer in the loop thread: the loop ends it on return
         if self.is_alive():
             self.join()
+        elif not self._threaded:
+            with self._pump:  # a thread running the loop finishes its turn (woken) first
+                if not self._exited:
+                    self._pump_once(0)
         elif not self._exited:
             self._shutdown()
 
     def run(self) -> None:
         """The event loop: block in selectors until I/O, a wakeup or the next deadline."""
         try:
-            self._loop()
+            while not self._step(None):
+                pass
         except BaseException as exc:
-            log.exception("DUL event loop failed in %s", self.connection.state.value)
-            self._error = exc
-            if self.connection.state is not State.Sta1:
-                self._incoming.put(AAbortPDU(source=2, reason_diag=0))
+            self._fail(exc)
         finally:
             self._shutdown()
+
+    def _fail(self, exc: BaseException) -> None:
+        """A bug in the loop (ARCHITECTURE §4): log it, A-P-ABORT, re-raise on the next call."""
+        log.exception("DUL event loop failed in %s", self.connection.state.value)
+        self._error = exc
+        if self.connection.state is not State.Sta1:
+            self._incoming.put(AAbortPDU(source=2, reason_diag=0))
+
+    # ----------------------------------------------------------------- threaded=False
+
+    def _pump_until_indication(self, timeout: float | None) -> object:
+        """Run the loop in this thread until an indication is queued or the timeout passes."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(queue.Empty):
+                return self._incoming.get_nowait()
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                self._raise_if_failed()
+                raise TimeoutError(f"no PDU within {timeout} s")
+            if self._pump.acquire(timeout=-1 if remaining is None else remaining):
+                try:
+                    if not self._exited:
+                        self._pump_once(remaining)
+                finally:
+                    self._pump.release()
+
+    def _pump_once(self, timeout: float | None) -> None:
+        """One turn of the loop in the calling thread, which holds _pump (threaded=False)."""
+        self._pumper = threading.get_ident()
+        try:
+            if self._step(timeout) or (self._terminate and self._step(0)):
+                self._shutdown()
+        except BaseException as exc:
+            self._fail(exc)
+            self._shutdown()
+            if not isinstance(exc, Exception):
+                raise  # KeyboardInterrupt, SystemExit: after cleaning up, as Python would
+        finally:
+            self._pumper = None
+
+    def _kick(self) -> None:
+        """Have queued effects performed now: by the loop's thread, else in this one."""
+        if self._threaded or self._pumper is not None or not self._pump.acquire(blocking=False):
+            self._wake()  # the loop thread (or the thread running the loop) does it
+            return
+        try:
+            if not self._exited:
+                self._pump_once(0)
+        finally:
+            self._pump.release()
+
+    def _wait_for_room(self) -> None:
+        """Block until the queued output falls under _OUT_LOW_WATER or the transport is gone."""
+        if threading.current_thread() is self or self._pumper == threading.get_ident():
+            return  # an observer in the loop: the loop cannot wait for itself
+        if self._threaded:
+            if not self.is_alive():
+                return  # nobody would ever flush it
+            with self._room:
+                while self._out_bytes >= _OUT_LOW_WATER and self._sock is not None:
+                    self._room.wait()
+            return
+        while self._out_bytes >= _OUT_LOW_WATER and self._sock is not None and not self._exited:
+            with self._pump:
+                if not self._exited:
+                    self._pump_once(None)
 
     # ----------------------------------------------------------------- observers
 
@@ -276,30 +387,33 @@ class DULServiceProvider(threading.Thread):
 
     # ----------------------------------------------------------------- the loop
 
-    def _loop(self) -> None:
-        """Drain effects, then wait for the next input; exit on the termination flag."""
-        while True:
-            self._drain()
-            if self._terminate:
-                self._end_association()
-                return
-            if self._one_shot and self._sock is None and self.connection.state is State.Sta1:
-                return  # PS3.8 §9.1.1: one association per connection, and it has ended
-            self._update_interest()
-            timeout = self._next_timeout()
-            events = self._selector.select(timeout)
-            now = time.monotonic()
-            for key, mask in events:
-                if key.fileobj is self._wake_r:
-                    self._drain_wakeups()
-                elif self._connecting:
-                    self._finish_connect()
-                else:
-                    if mask & selectors.EVENT_WRITE:
-                        self._flush()
-                    if mask & selectors.EVENT_READ and self._sock is not None:
-                        self._read()
-            self._check_deadlines(now)
+    def _step(self, timeout: float | None) -> bool:
+        """One turn: drain effects, wait for input (at most `timeout`), handle it. True: exit."""
+        self._drain()
+        if self._terminate:
+            self._end_association()
+            return True
+        if self._one_shot and self._sock is None and self.connection.state is State.Sta1:
+            return True  # PS3.8 §9.1.1: one association per connection, and it has ended
+        self._update_interest()
+        wait = self._next_timeout()
+        if timeout is not None:
+            wait = timeout if wait is None else min(wait, timeout)
+        events = self._selector.select(wait)
+        now = time.monotonic()
+        for key, mask in events:
+            if key.fileobj is self._wake_r:
+                self._drain_wakeups()
+            elif self._connecting:
+                self._finish_connect()
+            else:
+                if mask & selectors.EVENT_WRITE:
+                    self._flush()
+                if mask & selectors.EVENT_READ and self._sock is not None:
+                    self._read()
+        self._check_deadlines(now)
+        self._drain()
+        return False
 
     def _next_timeout(self) -> float | None:
         """Seconds until the nearest deadline, None when there is none."""
@@ -313,13 +427,13 @@ class DULServiceProvider(threading.Thread):
 
     def _check_deadlines(self, now: float) -> None:
         """Fire ARTIM / application timeouts (Evt18, Evt15) and bounded sends and connects."""
-        if self._send_deadline is not None and now >= self._send_deadline and self._out:
-            log.warning("peer stopped reading for %.1f s: transport dropped", self._send_timeout)
-            self._transport_lost(now)
-        if self._connect_deadline is not None and now >= self._connect_deadline:
-            log.warning("TCP connect to %s timed out", self.address)
-            self._transport_lost(now)
         with self._lock:
+            if self._send_deadline is not None and now >= self._send_deadline and self._out:
+                log.warning("peer stopped reading for %.1f s: transport dropped", self._send_timeout)
+                self._transport_lost(now)
+            if self._connect_deadline is not None and now >= self._connect_deadline:
+                log.warning("TCP connect to %s timed out", self.address)
+                self._transport_lost(now)
             deadline = self.connection.timer_deadline
             if deadline is not None and now >= deadline:
                 self._effects.extend(self.connection.handle_timer(now))
@@ -331,7 +445,26 @@ class DULServiceProvider(threading.Thread):
                 if not self._effects:
                     return
                 effect = self._effects.popleft()
-            self._perform(effect)
+                if isinstance(effect, (SendPDU, CloseTransport)):
+                    self._perform(effect)  # under the lock: ordered with send()'s own writes
+                    continue
+            self._perform(effect)  # a connector may block; the queue needs no lock
+
+    def _perform_now(self, effects: list[Effect]) -> bool:
+        """Write a primitive's PDUs now, in order, unless effects wait; True: kick the loop."""
+        if (
+            self._effects
+            or self._sock is None
+            or self._connecting
+            or not all(isinstance(effect, _INLINE_EFFECTS) for effect in effects)
+        ):
+            self._effects.extend(effects)
+            return True
+        for effect in effects:
+            if isinstance(effect, SendPDU):
+                self._write(effect.data)  # StartTimer/StopTimer: the loop reads the deadline
+        # A partial write leaves output the loop must watch for; an error leaves effects.
+        return bool(self._effects) or bool(self._out and not self._mask & selectors.EVENT_WRITE)
 
     def _perform(self, effect: Effect) -> None:
         """Carry out one effect of an action."""
@@ -420,22 +553,32 @@ class DULServiceProvider(threading.Thread):
             self._effects.extend(self.connection.transport_closed(now))
 
     def _read(self) -> None:
-        """Feed received bytes to the core; EOF or reset is Evt17."""
-        assert self._sock is not None
-        try:
-            data = self._sock.recv(_RECV_SIZE)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            log.info("transport error while reading: %s", exc)
-            self._transport_lost(time.monotonic())
-            return
-        now = time.monotonic()
-        if not data:
-            self._transport_lost(now)
-            return
+        """Feed received bytes to the core (a large PDU lands in its own buffer); EOF is Evt17."""
         with self._lock:
-            self._effects.extend(self.connection.receive_bytes(data, now))
+            sock = self._sock
+            if sock is None:
+                return
+            buffer = self.connection.receive_buffer()
+            data = b""
+            try:
+                if buffer is None:
+                    data = sock.recv(_RECV_SIZE)
+                    size = len(data)
+                else:
+                    size = sock.recv_into(buffer)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.info("transport error while reading: %s", exc)
+                self._transport_lost(time.monotonic())
+                return
+            now = time.monotonic()
+            if not size:
+                self._transport_lost(now)
+            elif buffer is None:
+                self._effects.extend(self.connection.receive_bytes(data, now))
+            else:
+                self._effects.extend(self.connection.receive_into(size, now))
 
     def _write(self, data: bytes) -> None:
         """Write one PDU, in one system call when the socket buffer takes it."""
@@ -460,24 +603,27 @@ class DULServiceProvider(threading.Thread):
 
     def _flush(self) -> None:
         """Write pending output while the socket takes it; re-arm the bounded-send deadline."""
-        assert self._sock is not None
-        while self._out:
-            chunk = self._out[0]
-            try:
-                sent = self._sock.send(chunk)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                log.info("transport error while writing: %s", exc)
-                self._transport_lost(time.monotonic())
-                return
-            self._send_deadline = time.monotonic() + self._send_timeout
-            self._out_bytes -= sent
-            if sent < len(chunk):
-                self._out[0] = chunk[sent:]
-                return
-            self._out.popleft()
-        self._send_deadline = None
+        with self._lock:
+            while self._out and self._sock is not None:
+                chunk = self._out[0]
+                try:
+                    sent = self._sock.send(chunk)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:
+                    log.info("transport error while writing: %s", exc)
+                    self._transport_lost(time.monotonic())
+                    return
+                self._send_deadline = time.monotonic() + self._send_timeout
+                self._out_bytes -= sent
+                if sent < len(chunk):
+                    self._out[0] = chunk[sent:]
+                    break
+                self._out.popleft()
+            if not self._out:
+                self._send_deadline = None
+            if self._out_bytes < _OUT_LOW_WATER:
+                self._room.notify_all()
 
     def _transport_lost(self, now: float) -> None:
         """Peer close, reset, network failure or stalled peer: Evt17 (AA-4, AA-5 or AR-5)."""
@@ -489,47 +635,50 @@ class DULServiceProvider(threading.Thread):
 
     def _close_socket(self, *, flush: bool) -> None:
         """Close the transport (PS3.8 §9.1.4: no linger); best-effort write of pending output."""
-        sock = self._sock
-        if sock is None:
-            return
-        if flush and self._out and not self._connecting:
-            with contextlib.suppress(OSError):
-                for chunk in self._out:
-                    sock.send(chunk)
-        self._out.clear()
-        self._out_bytes = 0
-        self._mask = 0
-        self._send_deadline = None
-        self._connect_deadline = None
-        self._connecting = False
-        with contextlib.suppress(KeyError, ValueError):
-            self._selector.unregister(sock)
-        sock.close()
-        self._sock = None
+        with self._lock:  # no send() may write on a descriptor being closed
+            sock = self._sock
+            if sock is None:
+                return
+            if flush and self._out and not self._connecting:
+                with contextlib.suppress(OSError):
+                    for chunk in self._out:
+                        sock.send(chunk)
+            self._out.clear()
+            self._out_bytes = 0
+            self._mask = 0
+            self._send_deadline = None
+            self._connect_deadline = None
+            self._connecting = False
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(sock)
+            sock.close()
+            self._sock = None
+            self._room.notify_all()
 
     def _update_interest(self) -> None:
         """Watch for output room while output waits; for input unless a bound is reached."""
-        sock = self._sock
-        if sock is None or self._connecting:
-            return
-        # Announce the pause before checking the queue, so that a receive() in between wakes
-        # the loop instead of being missed.
-        self._input_paused = True
-        self._input_paused = (
-            self._out_bytes >= _OUT_HIGH_WATER or self._incoming.qsize() >= _MAX_QUEUED
-        )
-        mask = 0 if self._input_paused else selectors.EVENT_READ
-        if self._out:
-            mask |= selectors.EVENT_WRITE
-        if mask == self._mask:
-            return
-        if not mask:
-            self._selector.unregister(sock)
-        elif not self._mask:
-            self._selector.register(sock, mask)
-        else:
-            self._selector.modify(sock, mask)
-        self._mask = mask
+        with self._lock:  # send() appends output and reads the mask under it
+            sock = self._sock
+            if sock is None or self._connecting:
+                return
+            # Announce the pause before checking the queue, so that a receive() in between
+            # wakes the loop instead of being missed.
+            self._input_paused = True
+            self._input_paused = (
+                self._out_bytes >= _OUT_HIGH_WATER or self._incoming.qsize() >= _MAX_QUEUED
+            )
+            mask = 0 if self._input_paused else selectors.EVENT_READ
+            if self._out:
+                mask |= selectors.EVENT_WRITE
+            if mask == self._mask:
+                return
+            if not mask:
+                self._selector.unregister(sock)
+            elif not self._mask:
+                self._selector.register(sock, mask)
+            else:
+                self._selector.modify(sock, mask)
+            self._mask = mask
 
     def _end_association(self) -> None:
         """On kill: A-ABORT where Table 9-10 allows Evt15, then close and return to Sta1."""

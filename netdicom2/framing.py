@@ -39,6 +39,11 @@ DEFAULT_MAX_OTHER_LENGTH = 4 * 1024 * 1024
 UNLIMITED_FRAGMENT_SIZE = 1024 * 1024
 #: Default bound on the bytes of one reassembled message (command + data set).
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024 * 1024
+#: ``PDUFramer.body_buffer`` offers a direct buffer only when this much of a PDU is missing,
+#: and only for PDUs up to DIRECT_BODY_MAXIMUM bytes: a peer that announces a large PDU and
+#: stalls makes us hold at most that much (within the length we announced, Annex D.1).
+DIRECT_BODY_MINIMUM = 64 * 1024
+DIRECT_BODY_MAXIMUM = 4 * 1024 * 1024
 
 _MAX_LENGTH_FIELD = 0xFFFFFFFF
 _LENGTH = struct.Struct(">I")
@@ -71,9 +76,21 @@ class PDUFramer:
     A PDU is the 6-byte header (type, reserved, PDU-length) plus PDU-length bytes. Unknown
     PDU types are framed by their length like the others (decoding then raises, Evt19). A
     limit of 0 means unlimited (up to 2**32-1, the largest PDU-length).
+
+    Large PDUs can skip the joining copy: ``body_buffer()`` hands out the rest of the PDU in
+    progress as a writable buffer (for ``socket.recv_into``), ``body_received(n)`` accounts for
+    what was written; the PDU is then a view of that one buffer.
     """
 
-    __slots__ = ("_error", "_have", "_need", "_parts", "max_other_length", "max_pdata_length")
+    __slots__ = (
+        "_body",
+        "_error",
+        "_have",
+        "_need",
+        "_parts",
+        "max_other_length",
+        "max_pdata_length",
+    )
 
     def __init__(
         self,
@@ -90,8 +107,9 @@ class PDUFramer:
         self.max_pdata_length = max_pdata_length
         self.max_other_length = max_other_length
         self._parts: list[memoryview | bytes] = []  # bytes of the PDU in progress
-        self._have = 0  # how many bytes _parts hold
+        self._have = 0  # how many bytes of the PDU in progress arrived (in _parts or _body)
         self._need = 0  # total size of the PDU in progress, 0 while its header is incomplete
+        self._body: bytearray | None = None  # the whole PDU in progress, once body_buffer() ran
         self._error: PDUDecodeError | None = None
 
     @property
@@ -122,6 +140,39 @@ class PDUFramer:
             raise self._error
         return 6 + length
 
+    def body_buffer(self, minimum: int = DIRECT_BODY_MINIMUM) -> memoryview | None:
+        """The missing bytes of the PDU in progress as one writable buffer, or None.
+
+        None unless the PDU's header is complete (so its length passed the limit check, PS3.8
+        Annex D.1) and at least ``minimum`` bytes are missing. The bytes buffered so far are
+        copied in once; write the next received bytes at the start of the returned view, then
+        call ``body_received``. The view ends where the PDU ends: no next PDU spills into it.
+        """
+        if self._error is not None or not self._need:
+            return None
+        if self._body is None:
+            if self._need - self._have < minimum or self._need > DIRECT_BODY_MAXIMUM:
+                return None
+            body = bytearray(self._need)
+            pos = 0
+            for part in self._parts:
+                body[pos : pos + len(part)] = part
+                pos += len(part)
+            self._body, self._parts = body, []
+        return memoryview(self._body)[self._have : self._need]
+
+    def body_received(self, nbytes: int) -> list[memoryview]:
+        """``nbytes`` were written into ``body_buffer()``; the PDU when it is now complete."""
+        if self._body is None or not 0 <= nbytes <= self._need - self._have:
+            raise ValueError(f"{nbytes} bytes were not received into body_buffer()")
+        self._have += nbytes
+        if self._have < self._need:
+            return []
+        frame = memoryview(self._body).toreadonly()
+        self._body = None
+        self._have = self._need = 0
+        return [frame]
+
     def feed(self, data: Buffer) -> list[memoryview]:
         """Add received bytes; return every PDU completed by them, header included, in order.
 
@@ -144,6 +195,16 @@ class PDUFramer:
         view = memoryview(data if type(data) is bytes else bytes(data))
         size = len(view)
         pos = 0
+        if self._body is not None:
+            # The PDU in progress already has its own buffer (body_buffer): fill it.
+            take = min(self._need - self._have, size)
+            self._body[self._have : self._have + take] = view[:take]
+            pos = take
+            self._have += take
+            if self._have == self._need:
+                out.append(memoryview(self._body).toreadonly())
+                self._body = None
+                self._have = self._need = 0
         while pos < size:
             if not self._have:
                 # At a PDU boundary: slice whole PDUs straight out of the chunk.

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,8 +165,14 @@ def dcmtk_storescp(tmp: Path, *, extra: Sequence[str] = ()) -> Iterator[NetnsSer
 
 
 @contextlib.contextmanager
-def orthanc(tmp: Path) -> Iterator[NetnsServer]:
-    """Orthanc as this test's own process, its own JSON config, alone in a namespace."""
+def orthanc(
+    tmp: Path, *, extra_config: Mapping[str, object] | None = None
+) -> Iterator[NetnsServer]:
+    """Orthanc as this test's own process, its own JSON config, alone in a namespace.
+
+    ``extra_config`` entries are added to (or replace) the configuration, e.g.
+    ``{"DicomScpTimeout": 2}``.
+    """
     binary = require("Orthanc")
     port = 4242
     storage = tmp / "orthanc-db"
@@ -183,6 +189,7 @@ def orthanc(tmp: Path) -> Iterator[NetnsServer]:
         "DicomAlwaysAllowStore": True,
         "UnknownSopClassAccepted": True,
         "Plugins": [],
+        **(extra_config or {}),
     }
     config_path = tmp / "orthanc.json"
     config_path.write_text(json.dumps(config))
@@ -198,6 +205,10 @@ ae = AE(ae_title="PYNETDICOM")
 ae.supported_contexts = AllStoragePresentationContexts
 ae.add_supported_context(Verification)
 ae.maximum_associations = 50
+# Optional timeouts (seconds) from argv[2:]: ACSE (pynetdicom's ARTIM too), DIMSE, network.
+for name, value in zip(("acse_timeout", "dimse_timeout", "network_timeout"), sys.argv[2:]):
+    if value != "-":
+        setattr(ae, name, float(value))
 def on_store(event):
     return 0x0000
 ae.start_server(("127.0.0.1", int(sys.argv[1])), block=True,
@@ -206,9 +217,21 @@ ae.start_server(("127.0.0.1", int(sys.argv[1])), block=True,
 
 
 @contextlib.contextmanager
-def pynetdicom_scp(tmp: Path) -> Iterator[NetnsServer]:
-    """pynetdicom's SCP (Verification + all storage) bound to 127.0.0.1, in a namespace too."""
+def pynetdicom_scp(
+    tmp: Path,
+    *,
+    acse_timeout: float | None = None,
+    dimse_timeout: float | None = None,
+    network_timeout: float | None = None,
+) -> Iterator[NetnsServer]:
+    """pynetdicom's SCP (Verification + all storage) bound to 127.0.0.1, in a namespace too.
+
+    The timeouts, when given, replace pynetdicom's defaults (ACSE 30 s, DIMSE 30 s, network
+    60 s); pynetdicom also uses the ACSE timeout as its ARTIM.
+    """
     port = 11113
-    argv = [sys.executable, "-c", PYNETDICOM_SCP, str(port)]
+    timeouts = (acse_timeout, dimse_timeout, network_timeout)
+    extra = [("-" if t is None else str(t)) for t in timeouts] if any(timeouts) else []
+    argv = [sys.executable, "-c", PYNETDICOM_SCP, str(port), *extra]
     with netns_server(argv, port, tmp / "pynetdicom.log") as server:
         yield server
