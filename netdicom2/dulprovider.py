@@ -172,6 +172,10 @@ class DULServiceProvider(threading.Thread):
         self._one_shot = dul_socket is not None
         self._connecting = False
         self._connect_deadline: float | None = None
+        # The k-th TRANSPORT CONNECT (AE-1) belongs to the k-th A-ASSOCIATE request: a connect
+        # that completes after its association was aborted (Sta4 + Evt15 → AA-2) is stale.
+        self._requests = 0
+        self._opens = 0
         self._out: deque[memoryview] = deque()
         self._out_bytes = 0
         self._mask = 0  # what the selector watches on self._sock
@@ -225,6 +229,8 @@ class DULServiceProvider(threading.Thread):
                     kick |= self._perform_now(self.connection.send(part, now))
             else:
                 kick = self._perform_now(self.connection.send(primitive, now))
+                if isinstance(primitive, AAssociateRqPDU):
+                    self._requests += 1
             later = self.connection.timer_deadline
             # ARTIM (re)started: the loop must wait for the new, earlier deadline.
             kick |= later is not None and (deadline is None or later < deadline)
@@ -493,12 +499,21 @@ class DULServiceProvider(threading.Thread):
         """AE-1: issue TRANSPORT CONNECT; Evt2 follows when the connection completes."""
         assert self.address is not None or self._connector is not None
         now = time.monotonic()
+        self._opens += 1
         if self._connector is not None:
+            ticket = self._opens
             try:
                 sock = self._connector(self.address or ("", 0))
             except OSError as exc:
                 log.warning("TCP connect failed: %s", exc)
-                self._connect_failed(now)
+                if self._is_current_connect(ticket):
+                    self._connect_failed(now)
+                return
+            if not self._is_current_connect(ticket):
+                # PS3.8 Table 9-10 Sta4/Evt15 → AA-2 already ended this association: the late
+                # connection belongs to none and is closed (never taken for a newer one).
+                log.info("closing a connection that completed after its association ended")
+                sock.close()
                 return
             self._attach(sock)
             self._connected(now)
@@ -539,6 +554,11 @@ class DULServiceProvider(threading.Thread):
             return
         self._attach(sock)
         self._connected(now)
+
+    def _is_current_connect(self, ticket: int) -> bool:
+        """True when connect number `ticket` still serves the association waiting in Sta4."""
+        with self._lock:
+            return ticket == self._requests and self.connection.state is State.Sta4
 
     def _connected(self, now: float) -> None:
         """PS3.8 §9.1.2: the connection is confirmed (Evt2 → AE-2 sends the A-ASSOCIATE-RQ)."""

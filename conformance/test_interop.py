@@ -1,0 +1,128 @@
+"""The matrix against real peers on loopback, compared with the committed reports.
+
+Each peer runs in its own network namespace (``tests/peers.py``) with its timeouts made short
+where it has options. The verdict of every cell must equal the one in
+``conformance/reports/<peer>.json``: a regression of the harness or a change of the peer's
+behaviour is flagged. ``NETDICOM2_UPDATE_REPORTS=1`` rewrites the reports (JSON + Markdown)
+instead of comparing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from conformance.matrix import Report, Target, run_matrix
+from conformance.recipes import Params
+from conformance.report import to_markdown, write_json
+from tests.peers import (
+    NetnsServer,
+    dcmtk_storescp,
+    free_port,
+    orthanc,
+    pynetdicom_scp,
+    require,
+)
+
+pytestmark = pytest.mark.interop
+
+REPORTS = Path(__file__).resolve().parent / "reports"
+TIMEOUT = 2  # seconds: the peers' ACSE/DIMSE/socket timeouts, where configurable
+
+
+@dataclass(frozen=True)
+class Peer:
+    """How to start a peer, its ARTIM, and how many cells may run at once against it."""
+
+    report: str  # file name under reports/, with the peer's version
+    start: Callable[[Path], contextlib.AbstractContextManager[NetnsServer | None]]
+    artim: float
+    jobs: int = 1
+    requestor: tuple[str, ...] | None = None  # argv of a requestor (listen mode)
+
+
+def _storescp(tmp: Path) -> contextlib.AbstractContextManager[NetnsServer | None]:
+    t = str(TIMEOUT)
+    return dcmtk_storescp(
+        tmp, extra=["--acse-timeout", t, "--dimse-timeout", t, "--socket-timeout", t]
+    )
+
+
+def _pynetdicom(tmp: Path) -> contextlib.AbstractContextManager[NetnsServer | None]:
+    return pynetdicom_scp(tmp, acse_timeout=TIMEOUT, dimse_timeout=TIMEOUT, network_timeout=TIMEOUT)
+
+
+def _orthanc(tmp: Path) -> contextlib.AbstractContextManager[NetnsServer | None]:
+    # DicomScpTimeout bounds the DIMSE wait only; Orthanc 1.10 fixes its ACSE timeout (the
+    # wait for the A-ASSOCIATE-RQ, its ARTIM) at 30 s, so the Evt18 cells take that long.
+    return orthanc(tmp, extra_config={"DicomScpTimeout": TIMEOUT})
+
+
+@contextlib.contextmanager
+def _nothing(tmp: Path) -> Iterator[NetnsServer | None]:
+    """Listen mode: the requestor is spawned per cell; there is no server to start."""
+    require("echoscu")
+    yield None
+
+
+PEERS = {
+    "dcmtk-storescp": Peer("dcmtk-3.6.7-storescp", _storescp, TIMEOUT),
+    "pynetdicom-scp": Peer("pynetdicom-3.0.4-scp", _pynetdicom, TIMEOUT, jobs=4),
+    "orthanc": Peer("orthanc-1.10.1", _orthanc, 30),  # one association at a time
+    "dcmtk-echoscu": Peer(
+        "dcmtk-3.6.7-echoscu",
+        _nothing,
+        TIMEOUT,
+        requestor=("echoscu", "-ta", str(TIMEOUT), "-td", str(TIMEOUT), "127.0.0.1", "{port}"),
+    ),
+}
+
+
+def _run(name: str, peer: Peer, tmp: Path) -> Report:
+    """Start the peer and run the whole matrix against it."""
+    params = Params(artim=peer.artim)
+    with peer.start(tmp) as server:
+        if peer.requestor is not None:
+            target = Target(
+                name,
+                "remote-requestor",
+                params,
+                listen_port=free_port(),
+                listen_host="127.0.0.1",
+                spawn=peer.requestor,
+            )
+        else:
+            assert server is not None
+            port, connect = server.port, server.connect
+            target = Target(name, "remote", params, address=("127.0.0.1", port), connector=connect)
+        return run_matrix(target, jobs=peer.jobs)
+
+
+@pytest.mark.timeout(200)
+@pytest.mark.parametrize("name", list(PEERS))
+def test_peer_matrix_matches_the_committed_report(
+    name: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="netdicom2")
+    peer = PEERS[name]
+    report = _run(name, peer, tmp_path)
+    json_path = REPORTS / f"{peer.report}.json"
+    if os.environ.get("NETDICOM2_UPDATE_REPORTS"):
+        write_json(report, json_path)
+        (REPORTS / f"{peer.report}.md").write_text(to_markdown(report))
+    committed = json.loads(json_path.read_text())
+    assert report.header.get("peer") == committed["header"].get("peer"), "a different peer"
+    expected = {cell["id"]: cell["verdict"] for cell in committed["cells"]}
+    changed = {
+        r.test_id: f"{expected.get(r.test_id)} -> {r.verdict}: {r.reason}"
+        for r in report.results
+        if expected.get(r.test_id) != r.verdict
+    }
+    assert not changed, json.dumps(changed, indent=1)
