@@ -88,6 +88,7 @@ def add_subcommand(subparsers: Any) -> None:
     p.add_argument("--json", type=Path, metavar="F", help="write the JSON report to F")
     p.add_argument("--junit", type=Path, metavar="F", help="write JUnit XML to F")
     p.add_argument("--markdown", type=Path, metavar="F", help="write Markdown to F")
+    p.add_argument("--html", type=Path, metavar="F", help="write a self-contained HTML page to F")
     p.add_argument(
         "-v",
         "--verbose",
@@ -110,7 +111,10 @@ def main(args: argparse.Namespace) -> int:
     jobs = (
         args.jobs if args.jobs is not None else (4 if target.kind in ("local", "provider") else 1)
     )
-    report = run_matrix(target, only=args.cell, jobs=max(1, jobs), progress=progress)
+    from reports.progress import matrix_bar  # reports/: a bar on a terminal, else nothing
+
+    with matrix_bar(args.cell, enabled=not args.verbose, then=progress) as on_cell:
+        report = run_matrix(target, only=args.cell, jobs=max(1, jobs), progress=on_cell)
     print_report(report, verbose=args.verbose)
     if args.json:
         write_json(report, args.json)
@@ -118,4 +122,8 @@ def main(args: argparse.Namespace) -> int:
         args.junit.write_text(to_junit(report) + "\n")
     if args.markdown:
         args.markdown.write_text(to_markdown(report))
+    if args.html:  # reports/ renders the same JSON as --json writes
+        from reports.html_conformance import write_conformance_html
+
+        write_conformance_html(report.to_json(), args.html)
     return 0 if report.ok else 1

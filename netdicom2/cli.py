@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, str] = {
     "replay": "pcaps.cli:add_replay",
     "record": "pcaps.cli:add_record",
     "fuzz": "fuzz.cli:add_subcommand",
+    "report": "reports.cli:add_subcommand",
 }
 
 Handler = Callable[[argparse.Namespace], int]

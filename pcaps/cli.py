@@ -87,6 +87,7 @@ def add_replay(sub: SubParsers) -> None:
         help="with --check codec: PDUs the codec refuses do not fail the check",
     )
     p.add_argument("--json", type=Path, metavar="F", help="write the full report as JSON")
+    p.add_argument("--html", type=Path, metavar="F", help="write an HTML page with ladder diagrams")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
     p.set_defaults(handler=run_replay)
 
@@ -218,6 +219,10 @@ def run_replay(args: argparse.Namespace) -> int:
     report["ok"] = ok
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2, default=str))
+    if args.html is not None:  # reports/ renders the same data as --json writes
+        from reports.html_replay import write_replay_html
+
+        write_replay_html(json.loads(json.dumps(report, default=str)), args.html, ports=args.port)
     return 0 if ok else 1
 
 

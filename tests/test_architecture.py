@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("netdicom2", "conformance", "fuzz", "pcaps")
+PACKAGES = ("netdicom2", "conformance", "fuzz", "pcaps", "reports")
 
 # Modules of netdicom2 that may do I/O or threading: the threaded adapter, the CLI and the
 # example applications. Everything else is the sans-I/O library.

@@ -1,0 +1,1 @@
+"""Self-contained HTML reports of the conformance matrix, pcap replays and fuzzing campaigns."""
