@@ -117,6 +117,10 @@ class Transition:
 
 Observer = Callable[[Transition], None]
 
+# Transitions are immutable values: one instance per (state, event, action, next state) is
+# shared by every transcript instead of building one per event on the data-transfer hot path.
+_TRANSITION_CACHE: dict[tuple[State, Event, Action, State], Transition] = {}
+
 
 class Connection:
     """One association's DICOM UL state machine, sans I/O (PS3.8 §9.2)."""
@@ -156,6 +160,8 @@ class Connection:
         self._framer: PDUFramer | None = None
         self._desynchronised = False
         self._association_rq: AAssociateRqPDU | None = None
+        # Presentation context IDs the A-ASSOCIATE-AC accepted (None before the AC).
+        self.accepted_contexts: frozenset[int] | None = None
 
     # ------------------------------------------------------------------ state
 
@@ -177,8 +183,10 @@ class Connection:
     @property
     def timer_deadline(self) -> float | None:
         """The nearest deadline (ARTIM or an application timeout); call handle_timer then."""
-        deadlines = [d for d in (self._artim_deadline, self._app_deadline) if d is not None]
-        return min(deadlines, default=None)
+        artim, app = self._artim_deadline, self._app_deadline
+        if artim is None or app is None:
+            return app if artim is None else artim
+        return min(artim, app)
 
     # ------------------------------------------------------------------ inputs
 
@@ -201,6 +209,7 @@ class Connection:
             self._announce(primitive.max_length)
         elif isinstance(primitive, AAssociateAcPDU):  # Sta3/Evt7 → AE-7
             self._announce(primitive.max_length)
+            self.accepted_contexts = _accepted_ids(primitive)
         return self._commit(event, action, outcome, now)
 
     def receive_bytes(self, data: bytes | bytearray | memoryview, now: float) -> list[Effect]:
@@ -244,6 +253,12 @@ class Connection:
             except PDUDecodeError as exc:
                 # PS3.8 §9.2.2: an unrecognized or invalid PDU is Evt19.
                 effects += self._fire(Event.Evt19, None, now, abort_reason=exc.abort_reason)
+                continue
+            if isinstance(pdu, PDataTfPDU) and self._foreign_context(pdu):
+                # PS3.8 §9.3.5 / spec §10.1 [interp]: a PDV on a presentation context the AC
+                # did not accept is an invalid PDU parameter value: Evt19 (AA-8 in Sta6/Sta7).
+                reason = AbortReason.INVALID_PDU_PARAMETER_VALUE
+                effects += self._fire(Event.Evt19, None, now, abort_reason=reason)
                 continue
             effects += self._fire(PDU_TYPE_EVENT[pdu.pdu_type], pdu, now)
         if refused is not None and self.transport_open:
@@ -300,15 +315,22 @@ class Connection:
         """PS3.8 Annex D.1: a P-DATA-TF we send must not exceed the peer's maximum length."""
         maximum = self.peer_max_pdu_length or 0
         for effect in outcome.effects:
-            if isinstance(effect, SendPDU) and maximum and len(effect.data) - 6 > maximum:
+            if isinstance(effect, SendPDU) and maximum and effect.size - 6 > maximum:
                 raise PDUTooLargeError(
-                    self._state, event, pdu, length=len(effect.data) - 6, maximum=maximum
+                    self._state, event, pdu, length=effect.size - 6, maximum=maximum
                 )
 
     def _announce(self, max_length: int | None) -> None:
         """Record the maximum length we announce (sub-item 0x51); it bounds received P-DATA."""
         if max_length is not None:
             self.max_pdu_length = max_length
+
+    def _foreign_context(self, pdu: PDataTfPDU) -> bool:
+        """In Sta6/Sta7 (DT-2, AR-6), does a PDV use a context the AC did not accept?"""
+        accepted = self.accepted_contexts
+        if accepted is None or self._state not in (State.Sta6, State.Sta7):
+            return False
+        return any(item.context_id not in accepted for item in pdu.data_value_items)
 
     def _new_association(self, *, requestor: bool) -> None:
         """Forget the previous association's role, limits and transport (back from Sta1)."""
@@ -318,6 +340,7 @@ class Connection:
         self.timed_out = None
         self._desynchronised = False
         self._association_rq = None
+        self.accepted_contexts = None
 
     def _open_framer(self) -> None:
         """A new transport: a fresh framer bounded by the length we announce (Annex D.1)."""
@@ -372,6 +395,7 @@ class Connection:
             self.peer_max_pdu_length = pdu.max_length or 0  # acceptor: the peer's RQ
         elif action is Action.AE_3 and isinstance(pdu, AAssociateAcPDU):
             self.peer_max_pdu_length = pdu.max_length or 0  # requestor: the peer's AC
+            self.accepted_contexts = _accepted_ids(pdu)
         return self._commit(event, action, outcome, now)
 
     def _commit(self, event: Event, action: Action, outcome: Outcome, now: float) -> list[Effect]:
@@ -389,12 +413,16 @@ class Connection:
                 self.transport_open = False
         if action is Action.AE_7 and self._framer is not None:
             self._framer.max_pdata_length = self.max_pdu_length  # announced in our AC
-        transition = Transition(self._state, event, action, outcome.next_state)
+        key = (self._state, event, action, outcome.next_state)
+        transition = _TRANSITION_CACHE.get(key)
+        if transition is None:
+            transition = _TRANSITION_CACHE.setdefault(key, Transition(*key))
         self._state = outcome.next_state
         if self._state is State.Sta1:
             self.transport_open = False
             self._framer = None
-        self._supervise(now)
+        if self._association_timeout is not None or self._release_timeout is not None:
+            self._supervise(now)
         self.transcript.append(transition)
         if self.observer is not None:
             self.observer(transition)
@@ -412,3 +440,10 @@ class Connection:
             self._app_deadline = self._app_kind = None
         elif self._app_kind != kind:
             self._app_deadline, self._app_kind = now + timeout, kind
+
+
+def _accepted_ids(ac: AAssociateAcPDU) -> frozenset[int]:
+    """IDs of the presentation contexts an AC accepted (PS3.8 Table 9-18, result 0)."""
+    return frozenset(
+        item.context_id for item in ac.presentation_context_items if item.result == 0
+    )

@@ -1,0 +1,337 @@
+"""Targets over real TCP on loopback: our threaded provider (white box) and a remote peer.
+
+The provider target runs each case on a fresh ``DULServiceProvider`` with a scripted user thread
+and checks, besides the Table 9-10 oracle, that the provider's thread ends, that no exception
+escaped its loop and that no thread or file descriptor is left. The remote target is a black
+box at HOST:PORT: the oracle sees only the wire; after each case a fresh connection tells a
+crashed peer (refused) from a live one.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+from fuzz.check import Facts, Judgement, evaluate
+from fuzz.oracle import Policy
+from fuzz.scenarios import PIPELINE_PREFIX, SCENARIOS, black_box_scenarios
+from fuzz.strategies import Case
+from fuzz.targets import Result, _prefix, _requestor_rq, _User
+from fuzz.wire import Peer, run_setup
+from netdicom2.connection import Transition
+from netdicom2.dulprovider import DULServiceProvider
+from netdicom2.exceptions import NetDicomError, TimeoutError
+
+__all__ = ["ProviderTarget", "RemoteTarget", "parse_address"]
+
+Connector = Callable[[tuple[str, int]], socket.socket]
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """HOST:PORT (IPv6 in brackets) as a socket address."""
+    host, _, port = text.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _open_fds() -> int:
+    """File descriptors this process holds (Linux; 0 elsewhere)."""
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:  # pragma: no cover - not Linux
+        return 0
+
+
+#: Actions that give the user a primitive (PS3.8 §5.5 of the spec notes).
+_INDICATING = frozenset(
+    {
+        "AE-3",
+        "AE-4",
+        "AE-6",
+        "DT-2",
+        "AR-2",
+        "AR-3",
+        "AR-6",
+        "AR-8",
+        "AR-10",
+        "AA-3",
+        "AA-4",
+        "AA-8",
+    }
+)
+
+
+class _Recorder:
+    """Observer of a provider's transitions: the cells, and waits for a state."""
+
+    def __init__(self) -> None:
+        self.cells: list[tuple[str, str, str]] = []
+        self.state = "Sta1"
+        self.indications = 0  # primitives the user has been given so far
+        self.changed = threading.Condition()
+
+    def __call__(self, transition: Transition) -> None:
+        with self.changed:
+            action, nxt = transition.action.value, transition.next_state.value
+            self.cells.append((transition.event.value, transition.state.value, action))
+            if action in _INDICATING and (action != "AE-6" or nxt == "Sta3"):
+                self.indications += 1
+            self.state = nxt
+            self.changed.notify_all()
+
+    def wait_state(self, state: str, timeout: float = 2.0) -> bool:
+        """Wait (on a condition, no polling) until the provider is in ``state``."""
+        with self.changed:
+            return self.changed.wait_for(lambda: self.state == state, timeout)
+
+
+def _linger_until(peer: Peer, facts: Facts, artim: float | None, late: float) -> float | None:
+    """When a target waiting in Sta2/Sta13 must have closed: after ARTIM from its last PDU."""
+    if artim is None:
+        return None
+    ref = max([facts.t_start, *peer.times, time.monotonic()])
+    return ref + artim + late
+
+
+class ProviderTarget:
+    """Our DULServiceProvider over a real socket pair on 127.0.0.1, with a scripted user."""
+
+    name = "provider"
+    ends: tuple[str, ...] = ("fin",) * 6 + ("quiet", "linger")
+
+    def __init__(
+        self,
+        artim: float = 0.2,
+        *,
+        response_timeout: float = 2.0,
+        quiet: float = 0.02,
+        max_delay: float = 0.02,
+        tolerance: tuple[float, float] = (0.05, 0.5),
+    ) -> None:
+        self.artim = artim
+        self.response_timeout = response_timeout
+        self.quiet = quiet
+        self.max_delay = max_delay
+        self.tolerance = tolerance
+        self.scenarios = list(SCENARIOS)
+        self.pipelinable = frozenset(PIPELINE_PREFIX)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(response_timeout)
+        self.baseline = (threading.active_count(), _open_fds())
+
+    def close(self) -> None:
+        """Stop listening."""
+        self.listener.close()
+
+    def run(self, case: Case) -> Result:
+        """One case on a fresh provider; leaks, thread deaths and hangs are failures."""
+        began = time.perf_counter()
+        scenario = SCENARIOS[case.scenario]
+        recorder = _Recorder()
+        facts = Facts(start="Sta2" if case.pipelined else scenario.start, artim=self.artim)
+        facts.prefix = _prefix(case)
+        dul, peer_sock = self._connect(scenario.requestor, recorder, facts)
+        user = _User(scenario.user, dul.send)
+        base = 0
+        user_thread = threading.Thread(
+            target=self._user_loop, args=(dul, user, scenario.requestor), name="fuzz-user"
+        )
+        user_thread.start()
+        if scenario.requestor:
+            peer_sock = self._accept()
+        peer = Peer(peer_sock or socket.socket(), response_timeout=self.response_timeout)
+        problems: list[str] = []
+        try:
+            if peer_sock is None:
+                facts.setup_error = "the requestor did not connect"
+            elif not case.pipelined:
+                facts.setup_error = run_setup(peer, scenario.steps, facts, recorder.wait_state)
+            else:
+                facts.accepted, facts.peer_max = frozenset({1, 3}), 16384
+            if not facts.setup_error:
+                facts.t_start = peer.times[-1] if peer.times else facts.t_start
+                self._settle(user, recorder)
+                peer.mark()
+                base = len(user.indications)
+                prefix = b"".join(d for _, d in facts.prefix)
+                delivered = peer.deliver(case.stream, case, prefix)
+                facts.delivered = delivered if case.delivery.close_at is not None else None
+                linger = _linger_until(peer, facts, self.artim, self.tolerance[1])
+                waiting = lambda: recorder.state in ("Sta2", "Sta13")  # noqa: E731
+                peer.finish(case.end, quiet=self.quiet, linger_until=linger, worth_waiting=waiting)
+        finally:
+            if peer.our_close != "rst":
+                peer.close()
+            problems += self._end(dul, user_thread, recorder, scenario.requestor)
+        facts.t_outputs = peer.times[peer.base :]
+        facts.t_close = peer.t_close
+        observed = peer.observed(user.indications[base:] if not facts.setup_error else [])
+        observed.artim_expired = peer.lingered_out
+        if facts.setup_error and not problems:
+            judgement = Judgement("setup-failed", facts.setup_error)
+        elif problems:
+            judgement = Judgement("failure", "; ".join(problems))
+        else:
+            judgement = evaluate(
+                case.pdus, observed, facts, scenario.user.policy(), tolerance=self.tolerance
+            )
+        elapsed = time.perf_counter() - began
+        return Result(case, judgement, observed.outcome(), recorder.cells, elapsed, peer.raw())
+
+    def _connect(
+        self, requestor: bool, recorder: _Recorder, facts: Facts
+    ) -> tuple[DULServiceProvider, socket.socket | None]:
+        """A provider on a fresh connection: acceptor on an accepted socket, or a requestor."""
+        facts.t_start = time.monotonic()
+        if requestor:
+            dul = DULServiceProvider(
+                address=self.listener.getsockname(), artim_timeout=self.artim, observer=recorder
+            )
+            dul.start()
+            return dul, None
+        client = socket.create_connection(self.listener.getsockname())
+        server, _ = self.listener.accept()
+        dul = DULServiceProvider(server, artim_timeout=self.artim, observer=recorder)
+        dul.start()
+        return dul, client
+
+    def _accept(self) -> socket.socket | None:
+        """Our end of the requestor target's connection."""
+        try:
+            sock, _ = self.listener.accept()
+        except OSError:
+            return None
+        return sock
+
+    def _user_loop(self, dul: DULServiceProvider, user: _User, requestor: bool) -> None:
+        """The target's user: open the association if requestor, then answer indications."""
+        try:
+            if requestor:
+                user._try(_requestor_rq())
+            for _ in range(1000):  # bounded: the provider stops within the case
+                try:
+                    primitive = dul.receive(self.response_timeout)
+                except TimeoutError:
+                    continue
+                user.react(primitive)
+        except NetDicomError:
+            return  # ProviderStoppedError: the association and the provider are over
+
+    def _settle(self, user: _User, recorder: _Recorder) -> None:
+        """Let the user take in the setup's indications before the stream starts."""
+        expected = recorder.indications
+        with user.changed:
+            user.changed.wait_for(lambda: len(user.indications) >= expected, self.response_timeout)
+
+    def _end(
+        self,
+        dul: DULServiceProvider,
+        user_thread: threading.Thread,
+        recorder: _Recorder,
+        requestor: bool,
+    ) -> list[str]:
+        """Wait for the association to end and every thread to exit; report what did not."""
+        problems = []
+        if not recorder.wait_state("Sta1", self.response_timeout):
+            problems.append(f"provider still in {recorder.state} after the transport closed")
+        if requestor:
+            dul.stop()
+        dul.join(self.response_timeout)
+        if dul.is_alive():
+            problems.append("provider thread did not exit")
+            dul.kill()
+        user_thread.join(self.response_timeout)
+        if user_thread.is_alive():
+            problems.append("user thread blocked in receive()")
+        error = getattr(dul, "_error", None)
+        if error is not None:
+            problems.append(f"exception escaped the event loop: {error!r}")
+        threads, fds = threading.active_count(), _open_fds()
+        if threads > self.baseline[0] or fds > self.baseline[1]:
+            problems.append(
+                f"left {threads - self.baseline[0]} threads, {fds - self.baseline[1]} fds"
+            )
+        return problems
+
+
+class RemoteTarget:
+    """A remote acceptor at HOST:PORT, judged from the wire alone (black box)."""
+
+    ends: tuple[str, ...] = ("fin", "quiet", "quiet", "linger")
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        *,
+        connect: Connector | None = None,
+        artim: float | None = None,
+        response_timeout: float = 3.0,
+        quiet: float = 0.3,
+        max_delay: float = 0.05,
+        tolerance: tuple[float, float] = (0.25, 1.0),
+    ) -> None:
+        self.address = address
+        self.name = f"{address[0]}:{address[1]}"
+        self.connector = connect or (lambda a: socket.create_connection(a, timeout=5))
+        self.artim = artim
+        self.response_timeout = response_timeout
+        self.quiet = quiet
+        self.max_delay = max_delay
+        self.tolerance = tolerance
+        self.scenarios = black_box_scenarios()
+        self.pipelinable = frozenset(PIPELINE_PREFIX)
+        self.crashed = False
+
+    def close(self) -> None:
+        """Nothing held between cases."""
+
+    def alive(self) -> bool:
+        """A fresh connection is accepted (else the peer crashed: connection refused)."""
+        try:
+            self.connector(self.address).close()
+        except OSError:
+            return False
+        return True
+
+    def run(self, case: Case) -> Result:
+        """One case on a fresh connection; black-box oracle, then the crash probe."""
+        began = time.perf_counter()
+        scenario = SCENARIOS[case.scenario]
+        facts = Facts(start="Sta2" if case.pipelined else scenario.start, artim=self.artim)
+        facts.prefix = _prefix(case)
+        policy = Policy()  # an automatic SCP user: answers, may reject, may react to data
+        try:
+            sock = self.connector(self.address)
+        except OSError as exc:
+            self.crashed = True
+            return Result(case, Judgement("crash", f"connection refused: {exc}"), "crash")
+        facts.t_start = time.monotonic()
+        peer = Peer(sock, response_timeout=self.response_timeout)
+        try:
+            if not case.pipelined:
+                facts.setup_error = run_setup(peer, scenario.steps, facts, None)
+            if not facts.setup_error:
+                facts.t_start = peer.times[-1] if peer.times else facts.t_start
+                peer.mark()
+                prefix = b"".join(d for _, d in facts.prefix)
+                delivered = peer.deliver(case.stream, case, prefix)
+                facts.delivered = delivered if case.delivery.close_at is not None else None
+                linger = _linger_until(peer, facts, self.artim, self.tolerance[1])
+                peer.finish(case.end, quiet=self.quiet, linger_until=linger)
+        finally:
+            if peer.our_close != "rst":
+                peer.close()
+        facts.t_outputs = peer.times[peer.base :]
+        facts.t_close = peer.t_close
+        observed = peer.observed(None)
+        observed.artim_expired = peer.lingered_out
+        judgement = evaluate(case.pdus, observed, facts, policy, tolerance=self.tolerance)
+        if not self.alive():
+            self.crashed = True
+            judgement = Judgement(
+                "crash", f"refused after: {judgement.detail}", labels=judgement.labels
+            )
+        elapsed = time.perf_counter() - began
+        return Result(case, judgement, observed.outcome(), judgement.cells, elapsed, peer.raw())
