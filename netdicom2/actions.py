@@ -22,12 +22,13 @@ Indications (``Indicate.primitive``) handed to the user, per action:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from netdicom2.exceptions import AbortReason
 from netdicom2.fsm import Action, State
-from netdicom2.pdu import PDU, AAbortPDU, AAssociateRjPDU, AAssociateRqPDU
+from netdicom2.pdu import PDU, AAbortPDU, AAssociateRjPDU, AAssociateRqPDU, PDataTfPDU
 
 __all__ = [
     "ACTIONS",
@@ -48,12 +49,60 @@ __all__ = [
 Acceptable = Callable[[AAssociateRqPDU], AAssociateRjPDU | None]
 
 
-@dataclass(frozen=True)
 class SendPDU:
-    """Write this PDU on the transport; ``data`` is its encoding."""
+    """Write this PDU on the transport; ``data`` is its encoding.
+
+    ``SendPDU(pdu, data)``, or ``SendPDU(pdu, parts=...)``: the encoding in pieces, as a
+    P-DATA-TF keeps it so that its fragments are written with one gathering system call and
+    never copied (``data`` joins them when first read). Immutable; equal by pdu and data.
+    """
+
+    __slots__ = ("_data", "parts", "pdu", "size")
+    __match_args__ = ("pdu", "data")
+    __hash__ = None  # type: ignore[assignment]  # a PDU is mutable, as in a frozen dataclass
 
     pdu: PDU
-    data: bytes
+    parts: tuple[bytes | memoryview, ...]
+    size: int  # len(data)
+    _data: bytes | None
+
+    def __init__(
+        self,
+        pdu: PDU,
+        data: bytes | None = None,
+        *,
+        parts: Sequence[bytes | memoryview] | None = None,
+    ) -> None:
+        """Either the whole encoding (data) or its pieces (parts)."""
+        if (data is None) == (parts is None):
+            raise TypeError("SendPDU takes data or parts")
+        pieces = (data,) if data is not None else tuple(parts or ())
+        for name, value in (
+            ("pdu", pdu),
+            ("_data", data),
+            ("parts", pieces),
+            ("size", sum(len(piece) for piece in pieces)),
+        ):
+            object.__setattr__(self, name, value)
+
+    @property
+    def data(self) -> bytes:
+        """The PDU's encoding, joined from its parts once."""
+        if self._data is None:
+            object.__setattr__(self, "_data", b"".join(self.parts))
+        assert self._data is not None
+        return self._data
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"SendPDU is immutable: cannot set {name}")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SendPDU):
+            return NotImplemented
+        return self.pdu == other.pdu and self.data == other.data
+
+    def __repr__(self) -> str:
+        return f"SendPDU(pdu={self.pdu!r}, data={self.data!r})"
 
 
 @dataclass(frozen=True)
@@ -116,6 +165,8 @@ class Outcome:
 
 def _send(pdu: PDU) -> SendPDU:
     """The effect that writes ``pdu`` on the transport."""
+    if type(pdu) is PDataTfPDU:
+        return SendPDU(pdu, parts=pdu.encode_parts())  # the fragments are not copied
     return SendPDU(pdu, pdu.encode())
 
 

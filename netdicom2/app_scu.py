@@ -9,9 +9,11 @@ Note 2: not ARTIM); on expiry the association is aborted (A-ABORT, Evt15 → AA-
 from __future__ import annotations
 
 import argparse
+import contextlib
+import mmap
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from netdicom2.acse import AcceptedContext, accepted_contexts, build_rq
@@ -187,12 +189,30 @@ def store(address: tuple[str, int], files: Sequence[Path], **kwargs: object) -> 
     with Association(address, proposals, **kwargs) as assoc:  # type: ignore[arg-type]
         for path, meta in zip(files, metas, strict=True):
             context_id = assoc.context_for(meta.sop_class_uid, meta.transfer_syntax_uid)
-            dataset = memoryview(path.read_bytes())[meta.dataset_offset :]
             command = c_store_rq(assoc.next_message_id(), meta.sop_class_uid, meta.sop_instance_uid)
-            assoc.send_message(context_id, command, dataset)
+            with _mapped(path) as data:
+                assoc.send_message(context_id, command, data[meta.dataset_offset :])
             status = assoc.receive_command().status
             statuses.append(-1 if status is None else status)
     return statuses
+
+
+@contextlib.contextmanager
+def _mapped(path: Path) -> Iterator[memoryview]:
+    """The file's bytes, mapped rather than read into memory (read when it cannot be mapped)."""
+    with path.open("rb") as handle:
+        try:
+            mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):  # an empty file, or one that cannot be mapped
+            yield memoryview(handle.read())
+            return
+    view = memoryview(mapped)
+    try:
+        yield view
+    finally:
+        view.release()
+        with contextlib.suppress(BufferError):  # a fragment still referenced: unmapped when freed
+            mapped.close()
 
 
 def _address(host: str, port: int) -> tuple[str, int]:

@@ -29,14 +29,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import logging
+import os
 import queue
 import selectors
 import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from netdicom2.connection import (
@@ -76,6 +78,11 @@ _OUT_LOW_WATER = 1 << 19
 _MAX_QUEUED = 64
 # Effects of a user primitive that send() performs itself (the rest go to the loop).
 _INLINE_EFFECTS = (SendPDU, StartTimer, StopTimer)
+# A P-DATA-TF's pieces are gathered by one sendmsg(2), well under IOV_MAX; more are joined.
+_MAX_PARTS = 64
+# A selector watches one socket and one wakeup: poll(2) needs no kernel object per provider
+# (epoll costs three more system calls per association).
+_Selector = getattr(selectors, "PollSelector", selectors.DefaultSelector)
 
 
 def split_pdata(pdu: PDataTfPDU, max_pdu_length: int) -> list[PDataTfPDU]:
@@ -162,11 +169,9 @@ class DULServiceProvider(threading.Thread):
         self._killed = False
         self._error: BaseException | None = None
         self._exited = False
-        self._selector = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        self._selector.register(self._wake_r, selectors.EVENT_READ)
+        self._selector = _Selector()
+        self._wakeup = _Wakeup()
+        self._selector.register(self._wakeup, selectors.EVENT_READ)
         self._sock: socket.socket | None = None
         # An acceptor serves the one association of its socket and exits when it is over.
         self._one_shot = dul_socket is not None
@@ -313,8 +318,11 @@ class DULServiceProvider(threading.Thread):
         """Run the loop in this thread until an indication is queued or the timeout passes."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            with contextlib.suppress(queue.Empty):
-                return self._incoming.get_nowait()
+            if not self._incoming.empty():
+                try:
+                    return self._incoming.get_nowait()
+                except queue.Empty:  # another receiver took it
+                    pass
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 self._raise_if_failed()
@@ -402,14 +410,15 @@ class DULServiceProvider(threading.Thread):
         if self._one_shot and self._sock is None and self.connection.state is State.Sta1:
             return True  # PS3.8 §9.1.1: one association per connection, and it has ended
         self._update_interest()
-        wait = self._next_timeout()
+        due = self._next_deadline()
+        wait = None if due is None else max(0.0, due - time.monotonic())
         if timeout is not None:
             wait = timeout if wait is None else min(wait, timeout)
         events = self._selector.select(wait)
         now = time.monotonic()
         for key, mask in events:
-            if key.fileobj is self._wake_r:
-                self._drain_wakeups()
+            if key.fileobj is self._wakeup:
+                self._wakeup.clear()
             elif self._connecting:
                 self._finish_connect()
             else:
@@ -417,19 +426,20 @@ class DULServiceProvider(threading.Thread):
                     self._flush()
                 if mask & selectors.EVENT_READ and self._sock is not None:
                     self._read()
-        self._check_deadlines(now)
-        self._drain()
+        if due is not None and now >= due:
+            self._check_deadlines(now)  # deadlines set since are later than `now`
+        if self._effects:
+            self._drain()
         return False
 
-    def _next_timeout(self) -> float | None:
-        """Seconds until the nearest deadline, None when there is none."""
+    def _next_deadline(self) -> float | None:
+        """The nearest deadline (ARTIM, application timeout, bounded send or connect) or None."""
         with self._lock:
-            deadlines = [self.connection.timer_deadline, self._send_deadline]
-        deadlines.append(self._connect_deadline)
-        present = [d for d in deadlines if d is not None]
-        if not present:
-            return None
-        return max(0.0, min(present) - time.monotonic())
+            nearest = self.connection.timer_deadline
+            for deadline in (self._send_deadline, self._connect_deadline):
+                if deadline is not None and (nearest is None or deadline < nearest):
+                    nearest = deadline
+        return nearest
 
     def _check_deadlines(self, now: float) -> None:
         """Fire ARTIM / application timeouts (Evt18, Evt15) and bounded sends and connects."""
@@ -468,14 +478,14 @@ class DULServiceProvider(threading.Thread):
             return True
         for effect in effects:
             if isinstance(effect, SendPDU):
-                self._write(effect.data)  # StartTimer/StopTimer: the loop reads the deadline
+                self._write(effect)  # StartTimer/StopTimer: the loop reads the deadline
         # A partial write leaves output the loop must watch for; an error leaves effects.
         return bool(self._effects) or bool(self._out and not self._mask & selectors.EVENT_WRITE)
 
     def _perform(self, effect: Effect) -> None:
         """Carry out one effect of an action."""
         if isinstance(effect, SendPDU):
-            self._write(effect.data)
+            self._write(effect)
         elif isinstance(effect, Indicate):
             self._incoming.put(effect.primitive)
         elif isinstance(effect, OpenTransport):
@@ -600,34 +610,44 @@ class DULServiceProvider(threading.Thread):
             else:
                 self._effects.extend(self.connection.receive_into(size, now))
 
-    def _write(self, data: bytes) -> None:
-        """Write one PDU, in one system call when the socket buffer takes it."""
+    def _write(self, effect: SendPDU) -> None:
+        """Write one PDU in one system call (gathering its parts) when the socket takes it."""
         if self._sock is None:
             return  # the transport is gone: PS3.8 §7.3, data in transit may be lost
+        parts = effect.parts if len(effect.parts) <= _MAX_PARTS else (effect.data,)
         if self._out:
-            self._out.append(memoryview(data))
-            self._out_bytes += len(data)
+            self._queue_output(parts, 0)
             return
         try:
-            sent = self._sock.send(data)
+            sent = self._sock.send(parts[0]) if len(parts) == 1 else self._sock.sendmsg(parts)
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError as exc:
             log.info("transport error while writing: %s", exc)
             self._transport_lost(time.monotonic())
             return
-        if sent < len(data):
-            self._out.append(memoryview(data)[sent:])
-            self._out_bytes += len(data) - sent
+        if sent < effect.size:
+            self._queue_output(parts, sent)
             self._send_deadline = time.monotonic() + self._send_timeout
+
+    def _queue_output(self, parts: Sequence[bytes | memoryview], skip: int) -> None:
+        """Queue what the socket did not take: the parts after their first `skip` bytes."""
+        for part in parts:
+            size = len(part)
+            if skip >= size:
+                skip -= size
+                continue
+            self._out.append(memoryview(part)[skip:])
+            self._out_bytes += size - skip
+            skip = 0
 
     def _flush(self) -> None:
         """Write pending output while the socket takes it; re-arm the bounded-send deadline."""
         with self._lock:
             while self._out and self._sock is not None:
-                chunk = self._out[0]
+                chunks = list(itertools.islice(self._out, _MAX_PARTS))
                 try:
-                    sent = self._sock.send(chunk)
+                    sent = self._sock.sendmsg(chunks)  # gathered: headers do not go alone
                 except (BlockingIOError, InterruptedError):
                     break
                 except OSError as exc:
@@ -636,10 +656,15 @@ class DULServiceProvider(threading.Thread):
                     return
                 self._send_deadline = time.monotonic() + self._send_timeout
                 self._out_bytes -= sent
-                if sent < len(chunk):
-                    self._out[0] = chunk[sent:]
-                    break
-                self._out.popleft()
+                for chunk in chunks:
+                    if sent < len(chunk):
+                        self._out[0] = chunk[sent:]
+                        break
+                    sent -= len(chunk)
+                    self._out.popleft()
+                else:
+                    continue
+                break  # the socket is full
             if not self._out:
                 self._send_deadline = None
             if self._out_bytes < _OUT_LOW_WATER:
@@ -719,15 +744,8 @@ class DULServiceProvider(threading.Thread):
     # ----------------------------------------------------------------- wakeups and shutdown
 
     def _wake(self) -> None:
-        """Wake the loop from another thread (one byte into the socketpair)."""
-        with contextlib.suppress(BlockingIOError, OSError):
-            self._wake_w.send(b"\0")
-
-    def _drain_wakeups(self) -> None:
-        """Empty the wakeup socket; the loop re-reads effects and flags itself."""
-        with contextlib.suppress(BlockingIOError, InterruptedError):
-            while self._wake_r.recv(4096):
-                pass
+        """Wake the loop from another thread; it re-reads effects and flags."""
+        self._wakeup.set()
 
     def _shutdown(self) -> None:
         """Release every file descriptor and tell blocked receivers that the loop is gone."""
@@ -736,14 +754,65 @@ class DULServiceProvider(threading.Thread):
         self._close_socket(flush=False)
         with contextlib.suppress(OSError):
             self._selector.close()
-        self._wake_r.close()
-        self._wake_w.close()
+        self._wakeup.close()
         self._incoming.put(_STOPPED)
 
     def _raise_if_failed(self) -> None:
         """Re-raise, in the user's thread, an exception that ended the loop (ARCHITECTURE §4)."""
         if self._error is not None:
             raise self._error
+
+
+class _Wakeup:
+    """A non-blocking wakeup for a selector: an eventfd on Linux, a socketpair elsewhere."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # set() never writes to a descriptor closed (and reused)
+        self._pair: tuple[socket.socket, socket.socket] | None = None
+        if hasattr(os, "eventfd"):
+            self._fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        else:  # pragma: no cover - not Linux
+            self._pair = socket.socketpair()
+            for end in self._pair:
+                end.setblocking(False)
+            self._fd = self._pair[0].fileno()
+
+    def fileno(self) -> int:
+        """The descriptor the selector watches."""
+        return self._fd
+
+    def set(self) -> None:
+        """Make the descriptor readable (any thread); harmless once closed."""
+        with self._lock, contextlib.suppress(OSError):
+            if self._fd < 0:
+                return
+            if self._pair is None:
+                os.eventfd_write(self._fd, 1)
+            else:  # pragma: no cover - not Linux
+                self._pair[1].send(b"\0")
+
+    def clear(self) -> None:
+        """Consume every pending wakeup."""
+        with self._lock, contextlib.suppress(OSError):
+            if self._fd < 0:
+                return
+            if self._pair is None:
+                os.eventfd_read(self._fd)
+            else:  # pragma: no cover - not Linux
+                while self._pair[0].recv(4096):
+                    pass
+
+    def close(self) -> None:
+        """Release the descriptor(s)."""
+        with self._lock:
+            if self._fd < 0:
+                return
+            if self._pair is None:
+                os.close(self._fd)
+            else:  # pragma: no cover - not Linux
+                for end in self._pair:
+                    end.close()
+            self._fd = -1
 
 
 def _family(host: str) -> socket.AddressFamily:

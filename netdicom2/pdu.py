@@ -351,15 +351,22 @@ class PDataTfPDU:
 
     def encode(self) -> bytes:
         """Header, then each PDV item (4-byte length, context ID, control, fragment) (9-22)."""
-        parts: list[bytes | memoryview] = [b""]
+        return b"".join(self.encode_parts())
+
+    def encode_parts(self) -> list[bytes | memoryview]:
+        """The encoding in pieces, each fragment uncopied (PS3.8 Tables 9-22, 9-23)."""
+        parts: list[bytes | memoryview] = []
         length = 0
         for pdv in self.data_value_items:
             head, fragment = pdv.encoded_parts()
             parts.append(head)
             parts.append(fragment)
             length += 6 + len(fragment)
-        parts[0] = _HEADER.pack(0x04, self.reserved_2, length)
-        return b"".join(parts)
+        header = _HEADER.pack(0x04, self.reserved_2, length)
+        if not parts:
+            return [header]
+        parts[0] = header + parts[0]  # 6 + 6 header bytes in one piece (a PDV head is bytes)
+        return parts
 
     @classmethod
     def decode(cls, data: Buffer) -> Self:
