@@ -1,4 +1,4 @@
-"""Fault injection for DICOM UL peers over TCP: a scriptable proxy and a crowd of hostile clients.
+"""Fault injection for DICOM UL peers over TCP: a scriptable proxy and transport wrapper.
 
 PS3.8 §9.1 maps the Upper Layer onto one TCP connection per association: the PDUs are a byte
 stream (§9.1.3) and the association can end with an orderly close (FIN) or a transport provider

@@ -94,7 +94,9 @@ class StorageSCP:
     `max_pending` connections still waiting for their A-ASSOCIATE-RQ (Sta2, bounded by ARTIM),
     beyond which the oldest is dropped; `idle_timeout` seconds without a PDU in an association
     before it is aborted (PS3.8 §9.1.4 Note 2, not ARTIM); `send_timeout` seconds a peer may
-    leave our output unread. Each connection costs two threads and four file descriptors.
+    leave our output unread. Each connection costs one thread (its service user runs the
+    provider's loop) and two file descriptors (the socket and the provider's wakeup eventfd; a
+    socketpair, so three, off Linux).
     """
 
     def __init__(
@@ -245,7 +247,7 @@ class StorageSCP:
         oldest.kill()  # Sta2: Evt15 has no action, the transport is closed (Evt17 → AA-5)
 
     def _serve(self, dul: DULServiceProvider) -> None:
-        """The service-user thread of one connection (running its provider's loop): serve, clean up."""
+        """The service-user thread of one connection, running its provider's loop; cleans up."""
         try:
             self._serve_association(dul)
         finally:
@@ -524,7 +526,7 @@ def add_subcommand(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 def _raise_fd_limit() -> None:
-    """Lift the soft RLIMIT_NOFILE to the hard limit: each connection holds four descriptors."""
+    """Lift the soft RLIMIT_NOFILE to the hard limit: each connection holds descriptors."""
     with contextlib.suppress(ImportError, ValueError, OSError):
         import resource
 
