@@ -121,6 +121,15 @@ Observer = Callable[[Transition], None]
 # shared by every transcript instead of building one per event on the data-transfer hot path.
 _TRANSITION_CACHE: dict[tuple[State, Event, Action, State], Transition] = {}
 
+# The data-transfer hot path. PS3.8 Table 9-10: Sta6 + Evt9 → DT-1 (send the P-DATA-TF) and
+# Sta6 + Evt10 → DT-2 (issue the P-DATA indication), both back to Sta6, with no timer or
+# transport effect (Table 9-7). Connection takes these two cells without building an
+# ActionContext; the effects, transcript and observer calls are those of the generic path.
+_DT_1 = Transition(State.Sta6, Event.Evt9, TRANSITIONS[State.Sta6, Event.Evt9], State.Sta6)
+_DT_2 = Transition(State.Sta6, Event.Evt10, TRANSITIONS[State.Sta6, Event.Evt10], State.Sta6)
+assert (_DT_1.action, _DT_2.action) == (Action.DT_1, Action.DT_2)
+assert NEXT_STATE[Action.DT_1] == NEXT_STATE[Action.DT_2] == (State.Sta6,)
+
 
 class Connection:
     """One association's DICOM UL state machine, sans I/O (PS3.8 §9.2)."""
@@ -192,6 +201,16 @@ class Connection:
 
     def send(self, primitive: PDU, now: float) -> list[Effect]:
         """A local user primitive (Evt1, 7, 8, 9, 11, 14, 15); a blank cell raises."""
+        if type(primitive) is PDataTfPDU and self._state is State.Sta6:
+            # DT-1 (actions.dt_1): the P-DATA-TF in pieces, within the peer's maximum (D.1).
+            effect = SendPDU(primitive, parts=primitive.encode_parts())
+            maximum = self.peer_max_pdu_length or 0
+            if maximum and effect.size - 6 > maximum:
+                raise PDUTooLargeError(
+                    self._state, Event.Evt9, primitive, length=effect.size - 6, maximum=maximum
+                )
+            self._record(_DT_1)
+            return [effect]
         if not isinstance(primitive, _PDU_CLASSES):
             raise TypeError(f"not a DICOM UL primitive: {primitive!r}")
         event = PRIMITIVE_TYPE_EVENT[primitive.pdu_type]
@@ -259,6 +278,10 @@ class Connection:
                 # did not accept is an invalid PDU parameter value: Evt19 (AA-8 in Sta6/Sta7).
                 reason = AbortReason.INVALID_PDU_PARAMETER_VALUE
                 effects += self._fire(Event.Evt19, None, now, abort_reason=reason)
+                continue
+            if type(pdu) is PDataTfPDU and self._state is State.Sta6:
+                effects.append(Indicate(pdu))  # DT-2 (actions.dt_2): the P-DATA indication
+                self._record(_DT_2)
                 continue
             effects += self._fire(PDU_TYPE_EVENT[pdu.pdu_type], pdu, now)
         if refused is not None and self.transport_open:
@@ -423,10 +446,14 @@ class Connection:
             self._framer = None
         if self._association_timeout is not None or self._release_timeout is not None:
             self._supervise(now)
+        self._record(transition)
+        return list(outcome.effects)
+
+    def _record(self, transition: Transition) -> None:
+        """Append a step to the transcript, then tell the observer."""
         self.transcript.append(transition)
         if self.observer is not None:
             self.observer(transition)
-        return list(outcome.effects)
 
     def _supervise(self, now: float) -> None:
         """Arm, keep or clear the application timeout for the state just entered (§9.1.4)."""
@@ -444,6 +471,4 @@ class Connection:
 
 def _accepted_ids(ac: AAssociateAcPDU) -> frozenset[int]:
     """IDs of the presentation contexts an AC accepted (PS3.8 Table 9-18, result 0)."""
-    return frozenset(
-        item.context_id for item in ac.presentation_context_items if item.result == 0
-    )
+    return frozenset(item.context_id for item in ac.presentation_context_items if item.result == 0)

@@ -445,7 +445,9 @@ class DULServiceProvider(threading.Thread):
         """Fire ARTIM / application timeouts (Evt18, Evt15) and bounded sends and connects."""
         with self._lock:
             if self._send_deadline is not None and now >= self._send_deadline and self._out:
-                log.warning("peer stopped reading for %.1f s: transport dropped", self._send_timeout)
+                log.warning(
+                    "peer stopped reading for %.1f s: transport dropped", self._send_timeout
+                )
                 self._transport_lost(now)
             if self._connect_deadline is not None and now >= self._connect_deadline:
                 log.warning("TCP connect to %s timed out", self.address)

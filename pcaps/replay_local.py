@@ -336,6 +336,7 @@ def replay_local(
         if role == "scp":
             # PS3.8 §9.1.2: the acceptor's provider starts with an accepted connection (Evt5).
             client = socket.create_connection(listener.getsockname()[:2], timeout=step_timeout)
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no Nagle stalls
             wire = Wire(client)
             dul = DULServiceProvider(
                 listener.accept()[0], artim_timeout=artim, max_pdu_length=max_pdu, name="replay-dul"

@@ -19,12 +19,14 @@ from netdicom2.actions import (
 )
 from netdicom2.exceptions import AbortReason
 from netdicom2.fsm import NEXT_STATE, Action, State
+from netdicom2.items import PresentationDataValueItem
 from netdicom2.pdu import (
     AAbortPDU,
     AAssociateRjPDU,
     AAssociateRqPDU,
     AReleaseRpPDU,
     AReleaseRqPDU,
+    PDataTfPDU,
 )
 
 NOW = 100.0
@@ -249,3 +251,17 @@ def test_every_action_lands_in_its_tables_next_state() -> None:
 def test_an_action_that_needs_a_pdu_says_so() -> None:
     with pytest.raises(ValueError, match="PDU"):
         run(Action.DT_1, ctx())
+
+
+def test_a_pdata_send_effect_keeps_its_fragments_uncopied_and_equals_the_joined_one() -> None:
+    payload = memoryview(bytes(range(256)) * 64)
+    pdu = PDataTfPDU([PresentationDataValueItem(1, 0x02, payload)])
+    [effect] = actions.dt_1(ctx(pdu=pdu)).effects
+    assert isinstance(effect, SendPDU)
+    assert effect.parts[-1] is payload  # written by one gathering call, never joined
+    assert effect.size == len(pdu.encode()) and effect == SendPDU(pdu, pdu.encode())
+    assert repr(effect) == repr(SendPDU(pdu, pdu.encode()))
+    with pytest.raises(AttributeError):
+        effect.pdu = pdu  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        SendPDU(pdu)

@@ -565,3 +565,19 @@ def test_pair_user_abort() -> None:
     pair.pump()
     assert pair.requestor.indications[-1] == AAbortPDU(source=0, reason_diag=0)  # AA-3
     assert pair.idle()
+
+
+def test_a_large_pdata_received_in_place_gives_the_same_dt2_as_receive_bytes() -> None:
+    conn = Connection(max_pdu_length=1 << 20)
+    conn.send(make_rq(max_length=1 << 20), 0.0)
+    conn.transport_connected(0.0)
+    conn.receive_bytes(AC.encode(), 0.0)
+    data = make_pdata(500_000).encode()
+    assert conn.receive_buffer() is None  # no PDU in progress
+    assert conn.receive_bytes(data[:100], NOW) == []
+    buffer = conn.receive_buffer()
+    assert buffer is not None and len(buffer) == len(data) - 100
+    buffer[:] = data[100:]  # as socket.recv_into would
+    effects = conn.receive_into(len(buffer), NOW)
+    assert effects == [Indicate(make_pdata(500_000))]
+    assert conn.transcript[-1] == Transition(State.Sta6, Event.Evt10, Action.DT_2, State.Sta6)

@@ -385,3 +385,103 @@ def test_an_exception_in_the_loop_reaches_the_user_and_leaves_nothing_open(
     with pytest.raises(RuntimeError, match="observer bug"):
         acceptor.receive(WAIT)  # ... then the error itself, re-raised in the user's thread
     assert_closed(client)
+
+
+def test_threaded_false_runs_the_loop_in_the_callers_thread_and_ends_cleanly(
+    tcp_pair: tuple[socket.socket, socket.socket],
+) -> None:
+    client, server = tcp_pair
+    threads = threading.active_count()
+    acceptor = DULServiceProvider(server, threaded=False)  # never started
+    request = rq()
+    client.sendall(request.encode())
+    assert isinstance(acceptor.receive(WAIT), AAssociateRqPDU)  # the loop ran in receive()
+    acceptor.send(ac_for(request))  # written at once, in this thread
+    assert decode(read_pdu(client)).pdu_type == 0x02
+    pdv = PresentationDataValueItem(1, 0x03, b"\x00" * 8)
+    client.sendall(PDataTfPDU([pdv]).encode())
+    data = acceptor.receive(WAIT)
+    assert isinstance(data, PDataTfPDU) and bytes(data.data_value_items[0].fragment) == bytes(8)
+    client.sendall(AReleaseRqPDU().encode())
+    assert isinstance(acceptor.receive(WAIT), AReleaseRqPDU)
+    acceptor.send(AReleaseRpPDU())
+    assert decode(read_pdu(client)).pdu_type == 0x06
+    client.close()  # Sta13 + Evt17 → AR-5 → Sta1: the one-shot acceptor ends
+    with pytest.raises(ProviderStoppedError):
+        acceptor.receive(WAIT)
+    assert threading.active_count() == threads and not acceptor.is_alive()
+    assert acceptor.state is State.Sta1
+
+
+def test_threaded_false_receive_times_out_and_kill_from_another_thread_releases_it(
+    tcp_pair: tuple[socket.socket, socket.socket],
+) -> None:
+    client, server = tcp_pair
+    acceptor = DULServiceProvider(server, threaded=False)
+    with pytest.raises(TimeoutError):
+        acceptor.receive(0.05)  # Sta2: nothing arrives, ARTIM (30 s) not due
+    outcome: list[BaseException] = []
+
+    def receiver() -> None:
+        try:
+            acceptor.receive(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=receiver)
+    thread.start()
+    acceptor.kill()  # wakes the thread blocked in the loop, ends the association
+    thread.join(WAIT)
+    assert [type(e) for e in outcome] == [ProviderStoppedError]
+    assert acceptor.state is State.Sta1
+    assert_closed(client)
+
+
+def test_a_requestor_with_threaded_false_associates_against_a_threaded_acceptor() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    requestor = DULServiceProvider(address=listener.getsockname(), threaded=False)
+    request = rq()
+    requestor.send(request)  # AE-1: the connect starts in this thread
+    server, _ = listener.accept()
+    acceptor = DULServiceProvider(server)
+    acceptor.start()
+    try:
+        assert isinstance(acceptor.receive(WAIT), AAssociateRqPDU)
+        acceptor.send(ac_for(request))
+        assert isinstance(requestor.receive(WAIT), AAssociateAcPDU)
+        requestor.send(AReleaseRqPDU())
+        assert isinstance(acceptor.receive(WAIT), AReleaseRqPDU)
+        acceptor.send(AReleaseRpPDU())
+        assert isinstance(requestor.receive(WAIT), AReleaseRpPDU)
+        assert requestor.state is State.Sta1
+    finally:
+        requestor.kill()
+        acceptor.kill()
+        listener.close()
+
+
+def test_a_large_pdata_is_written_without_copying_and_send_blocks_at_the_high_water_mark(
+    tcp_pair: tuple[socket.socket, socket.socket],
+) -> None:
+    client, server = tcp_pair
+    acceptor = DULServiceProvider(server, threaded=False, send_timeout=WAIT)
+    request = rq(max_pdu=0)
+    client.sendall(request.encode())
+    assert isinstance(acceptor.receive(WAIT), AAssociateRqPDU)
+    acceptor.send(ac_for(request))
+    read_pdu(client)
+    payload = memoryview(bytes(range(256)) * (12 << 12))  # 12 MiB, far over the socket buffers
+    received = bytearray()
+
+    def reader() -> None:
+        while len(received) < len(payload) + 12:
+            received.extend(client.recv(1 << 20))
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    acceptor.send(PDataTfPDU([PresentationDataValueItem(1, 0x02, payload)]))  # blocks, pumps
+    with pytest.raises(TimeoutError):
+        acceptor.receive(0.2)  # the loop runs in calls only: this one writes what is left
+    thread.join(WAIT)
+    assert bytes(received[12:]) == payload  # the PDV header, then the fragment intact
+    acceptor.kill()

@@ -299,3 +299,29 @@ def test_round_trip_through_encode_decode_and_framer() -> None:
         for raw in framer.feed(stream[i : i + 50]):
             messages += reassembler.add(decode(raw))  # type: ignore[arg-type]
     assert messages == [Message(1, cmd, dataset)]
+
+
+def test_a_large_pdu_is_received_in_place_through_body_buffer() -> None:
+    payload = bytes(range(256)) * 1024  # 256 KiB
+    pdu = PDataTfPDU([PresentationDataValueItem(1, 0x02, payload)]).encode()
+    framer = PDUFramer(max_pdata_length=1 << 20)
+    assert framer.feed(pdu[:1000]) == [] and framer.body_buffer(1 << 20) is None  # too little
+    buffer = framer.body_buffer()
+    assert buffer is not None and len(buffer) == len(pdu) - 1000
+    buffer[:5000] = pdu[1000:6000]  # as socket.recv_into would
+    assert framer.body_received(5000) == []
+    assert framer.feed(pdu[6000:7000]) == []  # plain feed() still works in between
+    rest = framer.body_buffer()
+    assert rest is not None and len(rest) == len(pdu) - 7000
+    rest[:] = pdu[7000:]
+    [frame] = framer.body_received(len(rest))
+    assert bytes(frame) == pdu and frame.readonly and framer.pending == 0
+    assert framer.feed(pdu) and framer.body_buffer() is None  # whole PDUs need no buffer
+
+
+def test_body_buffer_is_never_offered_past_the_limit_or_the_direct_maximum() -> None:
+    framer = PDUFramer(max_pdata_length=0)  # unlimited
+    framer.feed(b"\x04\x00" + (64 << 20).to_bytes(4, "big"))
+    assert framer.body_buffer() is None  # 64 MiB announced: not allocated up front
+    with pytest.raises(ValueError):
+        framer.body_received(1)

@@ -86,16 +86,17 @@ def test_provider_memory_stays_bounded_over_many_associations() -> None:
 
 
 def test_saved_findings_replay_with_a_one_line_command(tmp_path: Path) -> None:
-    # A P-DATA on a context that was never accepted: netdicom2 delivers it (DT-2) where the
-    # [interp] rule of PS3.8 §10.1 expects Evt19; the campaign records it as deviation-interp.
+    # A P-DATA on a context that was never accepted: the [interp] rule of PS3.8 §10.1 expects
+    # Evt19 (AA-8), which netdicom2 follows; a saved case replays to the same judgement.
     pdata = b"\x04\x00\x00\x00\x00\x08\x00\x00\x00\x04\x07\x03\x00\x00"
     case = Case("sta6", [("pdata:context", pdata)], Delivery())
     result = LocalTarget().run(case)
-    assert result.judgement.verdict == "deviation-interp"
+    assert result.judgement.verdict == "conform"
+    assert ("Evt19", "Sta6", "AA-8") in result.cells
     path = tmp_path / "case.json"
     path.write_text(json.dumps({"case": case.to_json()}))
     [(_, again)] = replay(LocalTarget(), [path])
-    assert again.judgement.verdict == "deviation-interp"
+    assert again.judgement.verdict == result.judgement.verdict
     assert Case.from_json(case.to_json()) == case
 
 
