@@ -2,8 +2,8 @@
 
 The oracle must not be ``netdicom2.fsm`` checked against itself (ARCHITECTURE.md §3). The table
 is read from the project's ``state_table.csv`` (``../shared/spec`` beside the repository, or
-``$NETDICOM2_STATE_TABLE``) when it is there; otherwise from ``EMBEDDED_TABLE`` below, a
-transcription of PS3.8 Table 9-10 made from the standard's text (a test checks that both agree).
+``$NETDICOM2_STATE_TABLE``) when it is there; otherwise from the harness' own transcription of
+PS3.8 Table 9-10, ``conformance/table.py`` (a test checks that both agree).
 
 ``EFFECTS`` says what each action makes visible to someone outside the provider: PDUs on the
 wire, indications to the local user, closing the transport (PS3.8 Tables 9-6 … 9-9).
@@ -17,10 +17,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from conformance.table import cells as table_cells
+
 __all__ = [
     "ARTIM_STATES",
     "EFFECTS",
-    "EMBEDDED_TABLE",
     "PDU_EVENT",
     "Cell",
     "Effects",
@@ -45,30 +46,10 @@ PDU_EVENT: dict[int, str] = {
 #: AA-1, AA-8; Evt18 is defined nowhere else).
 ARTIM_STATES = frozenset({"Sta2", "Sta13"})
 
-# PS3.8 Table 9-10, one line per event, the cells of Sta1 … Sta13 in order ("." = blank). The
-# next state of each action is in the standard's action tables (9-6 … 9-9); "?" marks the two
-# actions whose next state depends on a decision (AE-6: Sta3|Sta13, AR-8: Sta9|Sta10).
-EMBEDDED_TABLE = """
-Evt1  AE-1 . . . . . . . . . . . .
-Evt2  . . . AE-2 . . . . . . . . .
-Evt3  . AA-1 AA-8 . AE-3 AA-8 AA-8 AA-8 AA-8 AA-8 AA-8 AA-8 AA-6
-Evt4  . AA-1 AA-8 . AE-4 AA-8 AA-8 AA-8 AA-8 AA-8 AA-8 AA-8 AA-6
-Evt5  AE-5 . . . . . . . . . . . .
-Evt6  . AE-6 AA-8 . AA-8 AA-8 AA-8 AA-8 AA-8 AA-8 AA-8 AA-8 AA-7
-Evt7  . . AE-7 . . . . . . . . . .
-Evt8  . . AE-8 . . . . . . . . . .
-Evt9  . . . . . DT-1 . AR-7 . . . . .
-Evt10 . AA-1 AA-8 . AA-8 DT-2 AR-6 AA-8 AA-8 AA-8 AA-8 AA-8 AA-6
-Evt11 . . . . . AR-1 . . . . . . .
-Evt12 . AA-1 AA-8 . AA-8 AR-2 AR-8 AA-8 AA-8 AA-8 AA-8 AA-8 AA-6
-Evt13 . AA-1 AA-8 . AA-8 AA-8 AR-3 AA-8 AA-8 AR-10 AR-3 AA-8 AA-6
-Evt14 . . . . . . . AR-4 AR-9 . . AR-4 .
-Evt15 . . AA-1 AA-2 AA-1 AA-1 AA-1 AA-1 AA-1 AA-1 AA-1 AA-1 .
-Evt16 . AA-2 AA-3 . AA-3 AA-3 AA-3 AA-3 AA-3 AA-3 AA-3 AA-3 AA-2
-Evt17 . AA-5 AA-4 AA-4 AA-4 AA-4 AA-4 AA-4 AA-4 AA-4 AA-4 AA-4 AR-5
-Evt18 . AA-2 . . . . . . . . . . AA-2
-Evt19 . AA-1 AA-8 . AA-8 AA-8 AA-8 AA-8 AA-8 AA-8 AA-8 AA-8 AA-7
-"""
+# PS3.8 Table 9-10 itself comes from the harness' one independent transcription,
+# conformance/table.py (checked there against state_table.csv); the next state of each action
+# is in the standard's action tables (9-6 … 9-9); "|" marks the two actions whose next state
+# depends on a decision (AE-6: Sta3|Sta13, AR-8: Sta9|Sta10).
 
 # PS3.8 Tables 9-6 … 9-9: the state each action leads to.
 _NEXT = {
@@ -112,14 +93,12 @@ class Cell:
 
 
 def parse_embedded() -> dict[tuple[str, str], Cell]:
-    """The embedded transcription as {(event, state): Cell}."""
-    table: dict[tuple[str, str], Cell] = {}
-    for line in EMBEDDED_TABLE.strip().splitlines():
-        event, *cells = line.split()
-        for state, action in zip(STATES, cells, strict=True):
-            if action != ".":
-                table[(event, state)] = Cell(action, tuple(_NEXT[action].split("|")))
-    return table
+    """The harness' transcription (conformance/table.py) as {(event, state): Cell}."""
+    return {
+        (spec.event, spec.state): Cell(spec.action, tuple(_NEXT[spec.action].split("|")))
+        for spec in table_cells()
+        if spec.action is not None
+    }
 
 
 def csv_path() -> Path | None:

@@ -16,39 +16,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from conformance.table import cells
 from netdicom2.pdu import AAbortPDU, AAssociateAcPDU, AAssociateRjPDU, AAssociateRqPDU
 from pcaps.flows import DicomConnection, Event
 
 __all__ = ["TABLE_9_10", "Finding", "Judgement", "Step", "judge"]
 
-# PS3.8 Table 9-10, one row per event, one column per state Sta1..Sta13 ("." = blank cell).
-_ROWS = """
-Evt1  AE-1 .    .    .    .    .    .    .    .    .     .    .    .
-Evt2  .    .    .    AE-2 .    .    .    .    .    .     .    .    .
-Evt3  .    AA-1 AA-8 .    AE-3 AA-8 AA-8 AA-8 AA-8 AA-8  AA-8 AA-8 AA-6
-Evt4  .    AA-1 AA-8 .    AE-4 AA-8 AA-8 AA-8 AA-8 AA-8  AA-8 AA-8 AA-6
-Evt5  AE-5 .    .    .    .    .    .    .    .    .     .    .    .
-Evt6  .    AE-6 AA-8 .    AA-8 AA-8 AA-8 AA-8 AA-8 AA-8  AA-8 AA-8 AA-7
-Evt7  .    .    AE-7 .    .    .    .    .    .    .     .    .    .
-Evt8  .    .    AE-8 .    .    .    .    .    .    .     .    .    .
-Evt9  .    .    .    .    .    DT-1 .    AR-7 .    .     .    .    .
-Evt10 .    AA-1 AA-8 .    AA-8 DT-2 AR-6 AA-8 AA-8 AA-8  AA-8 AA-8 AA-6
-Evt11 .    .    .    .    .    AR-1 .    .    .    .     .    .    .
-Evt12 .    AA-1 AA-8 .    AA-8 AR-2 AR-8 AA-8 AA-8 AA-8  AA-8 AA-8 AA-6
-Evt13 .    AA-1 AA-8 .    AA-8 AA-8 AR-3 AA-8 AA-8 AR-10 AR-3 AA-8 AA-6
-Evt14 .    .    .    .    .    .    .    AR-4 AR-9 .     .    AR-4 .
-Evt15 .    .    AA-1 AA-2 AA-1 AA-1 AA-1 AA-1 AA-1 AA-1  AA-1 AA-1 .
-Evt16 .    AA-2 AA-3 .    AA-3 AA-3 AA-3 AA-3 AA-3 AA-3  AA-3 AA-3 AA-2
-Evt17 .    AA-5 AA-4 AA-4 AA-4 AA-4 AA-4 AA-4 AA-4 AA-4  AA-4 AA-4 AR-5
-Evt18 .    AA-2 .    .    .    .    .    .    .    .     .    .    AA-2
-Evt19 .    AA-1 AA-8 .    AA-8 AA-8 AA-8 AA-8 AA-8 AA-8  AA-8 AA-8 AA-7
-"""
-
+# PS3.8 Table 9-10 as {(event number, state number): action}, from the harness' independent
+# transcription (conformance/table.py, checked there against state_table.csv).
 TABLE_9_10: dict[tuple[int, int], str] = {
-    (int(row.split()[0][3:]), state): cell
-    for row in _ROWS.strip().splitlines()
-    for state, cell in enumerate(row.split()[1:], start=1)
-    if cell != "."
+    (int(spec.event[3:]), int(spec.state[3:])): spec.action
+    for spec in cells()
+    if spec.action is not None
 }
 
 # Next state of each action (PS3.8 Tables 9-6..9-9); AE-6 and AR-8 branch (handled below).
