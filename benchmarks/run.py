@@ -28,6 +28,10 @@ from pathlib import Path
 import harness
 from harness import HERE, ROOT, Server, median, p99, print_table, spread
 
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+from conformance.tools import system_binary
+
 PY = sys.executable
 MIB = 1 << 20
 GOALS = {
@@ -72,7 +76,7 @@ def acceptor(name: str, port: int, tmp: Path, *, max_pdu: int = 16384, **extra: 
     elif name == "pynetdicom":
         argv = [PY, str(HERE / "pynetdicom_scp.py"), str(port), str(max_pdu)]
     elif name in ("dcmtk", "dcmtk-nagle"):
-        binary = shutil.which("storescp")
+        binary = system_binary("storescp")
         if binary is None:
             raise FileNotFoundError("storescp")
         # DCMTK reads TCP_NODELAY from the environment (dcmnet/libsrc/dul.cc): 1 disables Nagle.
@@ -104,7 +108,7 @@ def servers(defs: list[Server]) -> Iterator[dict[str, Server]]:
 def assoc_section(cfg: Settings, tmp: Path, results: dict[str, object]) -> None:
     """Association cycles: each requestor against each acceptor, interleaved repeats."""
     names = ["bare", "nd2", "pynetdicom", "dcmtk", "dcmtk-nagle"]
-    if shutil.which("storescp") is None:
+    if system_binary("storescp") is None:
         names = names[:3]
     defs = [acceptor(name, harness.free_port(), tmp) for name in names]
     requestors = ["bare", "netdicom2", "pynetdicom"]
@@ -169,7 +173,7 @@ def assoc_section(cfg: Settings, tmp: Path, results: dict[str, object]) -> None:
 
 def echoscu_section(cfg: Settings, tmp: Path, results: dict[str, object]) -> None:
     """DCMTK echoscu: one process per association; the process cost measured apart."""
-    binary = shutil.which("echoscu")
+    binary = system_binary("echoscu")
     if binary is None:
         print("\nechoscu: not installed, skipped")
         return
@@ -250,7 +254,7 @@ def payload_bytes(files: list[Path]) -> int:
 
 def storescu(port: int, files: list[Path]) -> tuple[float, float]:
     """(wall seconds, CPU seconds) of one storescu process sending the files."""
-    binary = shutil.which("storescu")
+    binary = system_binary("storescu")
     assert binary is not None
     env = dict(os.environ, TCP_NODELAY="1")
     argv = [binary, "-R", "-aec", "ANY-SCP", "127.0.0.1", str(port), *map(str, files)]
@@ -261,7 +265,7 @@ def storescu(port: int, files: list[Path]) -> tuple[float, float]:
 def throughput_section(cfg: Settings, tmp: Path, results: dict[str, object]) -> None:
     """P-DATA throughput into each acceptor, from DCMTK storescu and from netdicom2."""
     data = make_datasets(tmp)
-    have_dcmtk = shutil.which("storescu") is not None and shutil.which("storescp") is not None
+    have_dcmtk = system_binary("storescu") is not None and system_binary("storescp") is not None
     pdus = {"16KiB": 16384, "1MiB": MIB}
     defs = []
     for label, size in pdus.items():
@@ -399,7 +403,7 @@ def memory_section(cfg: Settings, tmp: Path, results: dict[str, object]) -> None
     for sink in ("discard", "file"):
         for label, max_pdu in (("16KiB", 16384), ("1MiB", MIB)):
             for sender in ("netdicom2", "storescu"):
-                if sender == "storescu" and shutil.which("storescu") is None:
+                if sender == "storescu" and system_binary("storescu") is None:
                     continue
                 extra = {"output_dir": str(out_dir)} if sink == "file" else {}
                 server = acceptor("nd2", harness.free_port(), tmp, max_pdu=max_pdu, **extra)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from conformance.tools import system_binary
 from pcaps import corpus_clients
 from pcaps.part10 import secondary_capture
 from pcaps.recorder import RecordingProxy
@@ -103,6 +104,7 @@ def _tool(*argv: str) -> Callable[[tuple[str, int], Path], None]:
     def run(address: tuple[str, int], tmp: Path) -> None:
         files = {"file": str(tmp / "sc.dcm"), "big": str(tmp / "sc64.dcm")}
         args = [a.format(host=address[0], port=address[1], **files) for a in argv]
+        args[0] = system_binary(args[0]) or args[0]  # DCMTK's, not pynetdicom's same-named script
         subprocess.run(args, capture_output=True, timeout=60, check=False)
 
     return run
@@ -372,6 +374,7 @@ def _server(kind: str, options: tuple[str, ...], tmp: Path) -> Iterator[int]:
         port = 104
         argv = [*_ND2, "scp", "--port", str(port), "--artim", "1", "--ae-title", "NETDICOM2"]
     log = (tmp / "server.log").open("ab")
+    argv[0] = system_binary(argv[0]) or argv[0]
     process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
     try:
         try:
@@ -406,7 +409,9 @@ def _versions() -> dict[str, str]:
         )
 
     return {
-        "dcmtk": first_line(["storescp", "--version"]).strip("$ ").replace("dcmtk: ", ""),
+        "dcmtk": first_line([system_binary("storescp") or "storescp", "--version"])
+        .strip("$ ")
+        .replace("dcmtk: ", ""),
         "orthanc": first_line(["Orthanc", "--version"]),
         "pynetdicom": version("pynetdicom"),
         "netdicom2": netdicom2.__version__,

@@ -12,7 +12,6 @@ import contextlib
 import ctypes
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -24,13 +23,15 @@ from pathlib import Path
 
 import pytest
 
+from conformance.tools import system_binary
+
 CLONE_NEWNET = 0x40000000
 Connector = Callable[[tuple[str, int]], socket.socket]
 
 
 def require(binary: str) -> str:
     """The path of `binary`; fail under CI (it must be installed there), skip elsewhere."""
-    path = shutil.which(binary)
+    path = system_binary(binary)  # DCMTK's, not pynetdicom's scripts of the same name
     if path is None:
         message = f"{binary} is not installed (Debian: see .ci/run)"
         if os.environ.get("CI"):
