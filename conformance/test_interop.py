@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from conformance.matrix import Report, Target, run_matrix
-from conformance.tools import system_binary
 from conformance.recipes import Params
 from conformance.report import to_markdown, write_json
+from conformance.tools import system_binary
 from tests.peers import (
     NetnsServer,
     dcmtk_storescp,
@@ -81,7 +81,15 @@ PEERS = {
         "dcmtk-3.6.7-echoscu",
         _nothing,
         TIMEOUT,
-        requestor=(system_binary("echoscu") or "echoscu", "-ta", str(TIMEOUT), "-td", str(TIMEOUT), "127.0.0.1", "{port}"),
+        requestor=(
+            system_binary("echoscu") or "echoscu",
+            "-ta",
+            str(TIMEOUT),
+            "-td",
+            str(TIMEOUT),
+            "127.0.0.1",
+            "{port}",
+        ),
     ),
 }
 
