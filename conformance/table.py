@@ -390,3 +390,7 @@ def cell(state: str, event: str) -> CellSpec:
 def cells() -> list[CellSpec]:
     """All 247 cells, state-major (Sta1/Evt1, Sta1/Evt2, …)."""
     return [cell(s, e) for s in STATES for e in EVENTS]
+
+
+# PS3.8 Tables 9-6 … 9-9: the actions that issue a primitive to the local user (spec §5.5).
+INDICATING: frozenset[str] = frozenset(a.name for a in ACTIONS.values() if a.indicates)

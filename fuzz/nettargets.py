@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from conformance.table import INDICATING
 from fuzz.check import Facts, Judgement, evaluate
 from fuzz.oracle import Policy
 from fuzz.scenarios import PIPELINE_PREFIX, SCENARIOS, black_box_scenarios
@@ -45,22 +46,6 @@ def _open_fds() -> int:
 
 
 #: Actions that give the user a primitive (PS3.8 §5.5 of the spec notes).
-_INDICATING = frozenset(
-    {
-        "AE-3",
-        "AE-4",
-        "AE-6",
-        "DT-2",
-        "AR-2",
-        "AR-3",
-        "AR-6",
-        "AR-8",
-        "AR-10",
-        "AA-3",
-        "AA-4",
-        "AA-8",
-    }
-)
 
 
 class _Recorder:
@@ -76,7 +61,7 @@ class _Recorder:
         with self.changed:
             action, nxt = transition.action.value, transition.next_state.value
             self.cells.append((transition.event.value, transition.state.value, action))
-            if action in _INDICATING and (action != "AE-6" or nxt == "Sta3"):
+            if action in INDICATING and (action != "AE-6" or nxt == "Sta3"):
                 self.indications += 1
             self.state = nxt
             self.changed.notify_all()

@@ -16,6 +16,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
+from conformance.table import INDICATING
 from netdicom2.exceptions import PDUDecodeError
 from netdicom2.pdu import PDU, AAbortPDU, decode
 from pcaps.model import Finding, Judgement, Step
@@ -35,22 +36,6 @@ __all__ = [
 ]
 
 # Table 9-10 actions that hand the local user a primitive (PS3.8 §5.5 of the spec notes).
-INDICATING = frozenset(
-    {
-        "AE-3",
-        "AE-4",
-        "AE-6",
-        "DT-2",
-        "AR-2",
-        "AR-3",
-        "AR-6",
-        "AR-8",
-        "AR-10",
-        "AA-3",
-        "AA-4",
-        "AA-8",
-    }
-)
 _HEADER = struct.Struct(">BBI")
 _WIRE_LIMIT = 64 * 1024 * 1024
 
