@@ -1,9 +1,10 @@
-"""`netdicom2 scp`: a Verification and Storage SCP on DULServiceProvider, one thread each.
+"""`netdicom2 scp`: a Verification and Storage SCP, every association in one DULServer loop.
 
-Every accepted TCP connection gets its own provider (the DUL thread) and a service-user thread
-that negotiates, answers C-ECHO and C-STORE (status 0000H) and the release. Data sets stream to
-`output_dir` as Part 10 files, fragment by fragment, or are counted and discarded: the SCP never
-holds a whole data set in memory.
+Each accepted TCP connection gets its own PS3.8 state machine and a service user (`_Session`)
+that negotiates, answers C-ECHO and C-STORE (status 0000H) and the release from within the
+indication, in the loop thread: no thread per connection. Data sets stream to `output_dir` as
+Part 10 files, fragment by fragment, or are counted and discarded: the SCP never holds a whole
+data set in memory.
 """
 
 from __future__ import annotations
@@ -12,11 +13,9 @@ import argparse
 import contextlib
 import logging
 import re
-import selectors
 import signal
 import socket
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -33,9 +32,7 @@ from netdicom2.dimse import (
     encode_command,
     part10_header,
 )
-from netdicom2.dulprovider import DULServiceProvider
-from netdicom2.exceptions import LocalProtocolError, NetDicomError, TimeoutError
-from netdicom2.fsm import State
+from netdicom2.dulserver import ERROR, IDLE, Channel, DULServer
 from netdicom2.items import PresentationDataValueItem
 from netdicom2.pdu import (
     PDU,
@@ -56,12 +53,6 @@ SUCCESS = 0x0000
 UNRECOGNIZED_OPERATION = 0x0211
 PROCESSING_FAILURE = 0x0110
 
-# After accept() fails for lack of resources (EMFILE, ENFILE, ENOBUFS, ENOMEM, no thread), the
-# listener is not watched for this long, instead of spinning on a listener that stays readable;
-# the connection waits in the backlog (PS3.8 §9.1.4 Note 1: temporary lack of resources).
-ACCEPT_BACKOFF = 0.1
-_MAX_LEFTOVER = 1024  # indications read after our send was refused (bounded)
-
 
 @dataclass
 class SCPStats:
@@ -80,23 +71,22 @@ class SCPStats:
     provider_aborted: int = 0  # A-P-ABORT indication (source 2, or the transport was lost)
     idle_aborted: int = 0  # no PDU within idle_timeout: we aborted (PS3.8 §9.1.4 Note 2)
     evicted: int = 0  # dropped before an A-ASSOCIATE-RQ to make room (max_pending)
-    accept_errors: int = 0  # accept() or thread start failed for lack of resources
+    accept_errors: int = 0  # accept() failed for lack of resources
     errors: int = 0  # the service user failed (a bug, or e.g. a full disk)
     unclean: int = 0  # the provider was not back in Sta1 when its service user ended
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
-class StorageSCP:
-    """A listening socket whose connections are served by DULServiceProvider (acceptor).
+class StorageSCP(DULServer):
+    """A listening socket whose connections are all served by one DULServer loop (acceptor).
 
     Limits: `max_associations` established at once, more are answered A-ASSOCIATE-RJ
     (transient, service-provider presentation, local limit exceeded: 2/3/2, PS3.8 Table 9-21);
     `max_pending` connections still waiting for their A-ASSOCIATE-RQ (Sta2, bounded by ARTIM),
     beyond which the oldest is dropped; `idle_timeout` seconds without a PDU in an association
     before it is aborted (PS3.8 §9.1.4 Note 2, not ARTIM); `send_timeout` seconds a peer may
-    leave our output unread. Each connection costs one thread (its service user runs the
-    provider's loop) and two file descriptors (the socket and the provider's wakeup eventfd; a
-    socketpair, so three, off Linux).
+    leave our output unread. Each connection costs one file descriptor (its socket) and no
+    thread: the service user answers from within the indication, in the loop thread.
     """
 
     def __init__(
@@ -115,202 +105,69 @@ class StorageSCP:
         send_timeout: float = 30.0,
     ) -> None:
         """Bind host:port (127.0.0.1 by default) and prepare; start() serves."""
+        super().__init__(
+            socket.create_server((host, port), backlog=1024),
+            artim_timeout=artim_timeout,
+            max_pdu_length=max_pdu_length,
+            send_timeout=send_timeout,
+            idle_timeout=idle_timeout,
+            max_pending=max_pending,
+            name="scp",
+        )
         self.ae_title = ae_title
-        self.artim_timeout = artim_timeout
-        self.max_pdu_length = max_pdu_length
         self.output_dir = output_dir
         self.abstract_syntaxes = abstract_syntaxes
         self.max_associations = max_associations
-        self.max_pending = max_pending
-        self.idle_timeout = idle_timeout
-        self.send_timeout = send_timeout
         self.stats = SCPStats()
-        self._slots = threading.BoundedSemaphore(max_associations)
-        self._listener = socket.create_server((host, port), backlog=1024)
-        self._listener.setblocking(False)
-        self.address: tuple[str, int] = self._listener.getsockname()[:2]
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._stopping = threading.Event()
-        self._threads: set[threading.Thread] = set()
-        self._finished: list[threading.Thread] = []
-        self._providers: set[DULServiceProvider] = set()
-        # Connections whose A-ASSOCIATE-RQ has not arrived yet, oldest first (Sta2).
-        self._pending: dict[DULServiceProvider, None] = {}
-        self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
-        self._serving: threading.Thread | None = None
-        self._parked: socket.socket | None = None  # accepted, waiting for descriptors
+        self._admitted = 0  # associations holding a slot (taken at AE-6, loop thread only)
 
-    def start(self) -> StorageSCP:
+    def start(self) -> StorageSCP:  # type: ignore[override]
         """Serve in a background thread; returns self."""
-        self._serving = threading.Thread(target=self.serve_forever, name="scp-accept", daemon=True)
-        self._serving.start()
+        super().start()
         return self
 
-    def serve_forever(self) -> None:
-        """Accept connections until shutdown(); each one is served in its own thread."""
-        with selectors.DefaultSelector() as selector:
-            selector.register(self._listener, selectors.EVENT_READ)
-            selector.register(self._wake_r, selectors.EVENT_READ)
-            paused_until: float | None = None
-            while not self._stopping.is_set():
-                timeout = None
-                if paused_until is not None:
-                    timeout = paused_until - time.monotonic()
-                    if timeout <= 0:
-                        selector.register(self._listener, selectors.EVENT_READ)
-                        paused_until = timeout = None
-                for key, _ in selector.select(timeout):
-                    if key.fileobj is self._listener and not self._accept():
-                        # Out of file descriptors, memory or threads: stop watching the
-                        # listener for a moment instead of spinning on it (PS3.8 §9.1.4
-                        # Note 1: temporary lack of resources).
-                        selector.unregister(self._listener)
-                        paused_until = time.monotonic() + ACCEPT_BACKOFF
-                        break
+    # ------------------------------------------------------------------ DULServer hooks
 
-    def _accept(self) -> bool:
-        """Accept every pending connection (PS3.8 §9.1.2); False: out of resources, back off."""
-        for _ in range(1024):  # bounded: the selector reports the rest on its next turn
-            sock, self._parked = self._parked, None
-            if sock is None:
-                try:
-                    sock, _ = self._listener.accept()
-                except (BlockingIOError, InterruptedError):
-                    return True
-                except (ConnectionAbortedError, ConnectionResetError):
-                    continue  # that one connection was reset while in the backlog
-                except OSError as exc:
-                    return self._lacking("accept failed", exc)
-                self._make_room()
-            try:
-                # PS3.8 §9.1.2: accepted, ARTIM starts now (Evt5 → AE-5 in the constructor).
-                dul = DULServiceProvider(
-                    sock,
-                    artim_timeout=self.artim_timeout,
-                    max_pdu_length=self.max_pdu_length,
-                    send_timeout=self.send_timeout,
-                    acceptable=self._admit,
-                    name="scp-dul",
-                    threaded=False,  # the service-user thread runs its loop: one thread each
-                )
-            except OSError as exc:  # no descriptors for its selector and wakeup pair
-                self._parked = sock  # served first when resources are back, like the backlog
-                return self._lacking("cannot serve a connection", exc)
-            thread = threading.Thread(target=self._serve, args=(dul,), daemon=True)
-            with self._idle:
-                with self.stats.lock:
-                    self.stats.connections += 1
-                self._providers.add(dul)
-                self._pending[dul] = None
-                self._threads.add(thread)
-                self._finished = [t for t in self._finished if t.is_alive()]
-                self._idle.notify_all()
-            try:
-                thread.start()
-            except RuntimeError as exc:  # "can't start new thread"
-                self._forget(dul, thread)
-                dul.kill()  # not started: closes its socket and descriptors
-                return self._lacking("cannot serve a connection", exc)
-        return True
+    def new_handler(self, channel: Channel) -> _Session:
+        """The service user of a connection whose first indication came."""
+        return _Session(self, channel)
 
-    def _lacking(self, what: str, exc: BaseException) -> bool:
-        """Count and log a failure for lack of resources; False (the caller backs off)."""
+    def accepted(self, channel: Channel) -> None:
+        """Count the connection (PS3.8 §9.1.2: Evt5)."""
         with self.stats.lock:
-            self.stats.accept_errors += 1
-        log.warning("%s: %s", what, exc)
-        return False
+            self.stats.connections += 1
 
-    def _forget(self, dul: DULServiceProvider, thread: threading.Thread) -> None:
-        """The connection is no longer served: drop it from every registry, wake wait_idle()."""
-        with self._idle:
-            self._providers.discard(dul)
-            self._pending.pop(dul, None)
-            if thread in self._threads:
-                self._threads.discard(thread)
-                if thread.ident is not None:
-                    self._finished.append(thread)
-            self._idle.notify_all()
-
-    def _make_room(self) -> None:
-        """Over max_pending connections without an A-ASSOCIATE-RQ: drop the oldest of them."""
-        with self._lock:
-            if len(self._pending) < self.max_pending:
-                return
-            oldest = next(iter(self._pending))
-            del self._pending[oldest]
-        with self.stats.lock:
-            self.stats.evicted += 1
-        log.info(
-            "over %d connections without A-ASSOCIATE-RQ: dropping the oldest", self.max_pending
-        )
-        oldest.kill()  # Sta2: Evt15 has no action, the transport is closed (Evt17 → AA-5)
-
-    def _serve(self, dul: DULServiceProvider) -> None:
-        """The service-user thread of one connection, running its provider's loop; cleans up."""
-        try:
-            self._serve_association(dul)
-        finally:
-            self._forget(dul, threading.current_thread())
-
-    def _admit(self, rq: AAssociateRqPDU) -> AAssociateRjPDU | None:
+    def admit(self, channel: Channel, rq: AAssociateRqPDU) -> AAssociateRjPDU | None:
         """PS3.8 §7.1.2.6 / Table 9-21: over the cap, RJ transient, local limit exceeded (AE-6)."""
-        if self._slots.acquire(blocking=False):
+        if self._admitted < self.max_associations:
+            self._admitted += 1
             return None
         with self.stats.lock:
             self.stats.rejected_over_limit += 1
         return AAssociateRjPDU(result=2, source=3, reason_diag=2)
 
-    def _serve_association(self, dul: DULServiceProvider) -> None:
-        """The service user of one association, from A-ASSOCIATE indication to the end."""
-        session = _Session(self, dul)
-        outcome = ""
-        try:
-            # Sta2 is ARTIM's (PS3.8 §9.1.5): wait for the A-ASSOCIATE indication without a
-            # timeout of our own, then no longer than idle_timeout for each next indication.
-            first = dul.receive(None)
-            with self._lock:
-                self._pending.pop(dul, None)
-            session.handle(first)
-            while True:
-                session.handle(dul.receive(self.idle_timeout))
-        except TimeoutError:
-            outcome = "idle"
-            log.info("no PDU for %s s: aborting the association", self.idle_timeout)
-        except LocalProtocolError:
-            # The provider stopped (the association is over, or we are shutting down), or our
-            # answer crossed the end of the association (a Table 9-10 blank cell, e.g. Evt7
-            # after AA-4): the indication that ended it may still be queued.
-            self._drain(dul, session)
-        except Exception:
-            outcome = "error"
-            log.exception("service user failed; aborting the association")
-        finally:
-            unclean = outcome == "" and dul.state is not State.Sta1 and not self._stopping.is_set()
-            dul.kill()
-            session.close()
-            self._count_ending(session, outcome, unclean)
+    def accept_failed(self, exc: OSError) -> None:
+        """Count and log a failed accept(); the listener backs off (PS3.8 §9.1.4 Note 1)."""
+        with self.stats.lock:
+            self.stats.accept_errors += 1
+        log.warning("accept failed: %s", exc)
 
-    def _drain(self, dul: DULServiceProvider, session: _Session) -> None:
-        """Read the indications left after the association ended, noting an abort."""
-        with contextlib.suppress(NetDicomError):
-            for _ in range(_MAX_LEFTOVER):
-                pdu = dul.receive(self.artim_timeout)
-                if isinstance(pdu, AAbortPDU):
-                    session.abort = pdu
+    def evicted(self, channel: Channel) -> None:
+        """Count a connection dropped in Sta2 to make room (max_pending)."""
+        with self.stats.lock:
+            self.stats.evicted += 1
 
-    def _count_ending(self, session: _Session, outcome: str, unclean: bool) -> None:
+    def count_ending(self, session: _Session, outcome: str) -> None:
         """Release the slot and count how the association ended (SCPStats)."""
         if session.admitted:
-            self._slots.release()
+            self._admitted -= 1
         with self.stats.lock:
             stats = self.stats
             if session.established:
                 stats.active -= 1
-            stats.unclean += unclean
-            if outcome == "idle":
+            if outcome == IDLE:
                 stats.idle_aborted += 1
-            elif outcome == "error":
+            elif outcome == ERROR:
                 stats.errors += 1
             elif session.abort is not None:
                 if session.abort.source == 0:
@@ -319,43 +176,6 @@ class StorageSCP:
                     stats.provider_aborted += 1
             elif session.released:
                 stats.released += 1
-
-    def wait_idle(self, timeout: float, *, connections: int = 0) -> bool:
-        """Wait until `connections` were accepted in all, none is being served, threads ended."""
-        deadline = time.monotonic() + timeout
-
-        def idle() -> bool:
-            return not self._threads and self.stats.connections >= connections
-
-        with self._idle:
-            if not self._idle.wait_for(idle, timeout):
-                return False
-            finished, self._finished = self._finished, []
-        for thread in finished:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        return not any(thread.is_alive() for thread in finished)
-
-    def shutdown(self) -> None:
-        """Stop accepting, kill every association, wait for every thread, close every socket."""
-        self._stopping.set()
-        with contextlib.suppress(OSError):
-            self._wake_w.send(b"\0")
-        if self._serving is not None:
-            self._serving.join()
-        with self._lock:  # the accepting thread has ended: no provider is added after this
-            providers = list(self._providers)
-        for dul in providers:
-            dul.kill()
-        with self._lock:
-            threads = [*self._threads, *self._finished]
-            self._finished = []
-        for thread in threads:
-            thread.join()
-        if self._parked is not None:
-            self._parked.close()
-        self._listener.close()
-        self._wake_r.close()
-        self._wake_w.close()
 
     def __enter__(self) -> StorageSCP:
         return self.start()
@@ -367,9 +187,9 @@ class StorageSCP:
 class _Session:
     """Per-association service-user state: negotiated contexts and the message being received."""
 
-    def __init__(self, scp: StorageSCP, dul: DULServiceProvider) -> None:
+    def __init__(self, scp: StorageSCP, channel: Channel) -> None:
         self.scp = scp
-        self.dul = dul
+        self.channel = channel
         self.contexts: dict[int, AcceptedContext] = {}
         self.command = bytearray()
         self.pending: CommandSet | None = None
@@ -380,8 +200,8 @@ class _Session:
         self.released = False
         self.abort: AAbortPDU | None = None
 
-    def handle(self, pdu: PDU) -> None:
-        """React to one indication of the provider."""
+    def indication(self, pdu: PDU) -> None:
+        """React to one indication of the provider (in the loop thread: never blocks)."""
         if isinstance(pdu, AAssociateRqPDU):
             self.admitted = True
             answer, accepted = negotiate(
@@ -391,18 +211,18 @@ class _Session:
                 ae_title=self.scp.ae_title,
             )
             self.contexts = {context.context_id: context for context in accepted}
+            self.channel.send(answer)  # raises if the association ended meanwhile (Sta13: AA-8)
             if not isinstance(answer, AAssociateRjPDU):
                 self.established = True
                 with self.scp.stats.lock:
                     self.scp.stats.associations += 1
                     self.scp.stats.active += 1
-            self.dul.send(answer)
         elif isinstance(pdu, PDataTfPDU):
             for item in pdu.data_value_items:
                 self._pdv(item)
         elif isinstance(pdu, AReleaseRqPDU):
             self.released = True
-            self.dul.send(AReleaseRpPDU())  # PS3.8 §7.2: release is always affirmative
+            self.channel.send(AReleaseRpPDU())  # PS3.8 §7.2: release is always affirmative
         elif isinstance(pdu, AAbortPDU):
             self.abort = pdu  # A-ABORT / A-P-ABORT: nothing to answer, the provider ends it
 
@@ -410,7 +230,7 @@ class _Session:
         """Collect command fragments; stream data-set fragments (PS3.8 Annex E)."""
         if item.context_id not in self.contexts:
             log.warning("P-DATA on presentation context %d that was not accepted", item.context_id)
-            self.dul.send(AAbortPDU(source=0, reason_diag=0))
+            self.channel.send(AAbortPDU(source=0, reason_diag=0))
             return
         if item.is_command:
             self.command += item.fragment
@@ -419,7 +239,7 @@ class _Session:
             return
         if self.pending is None:
             log.warning("data set fragment without a command")
-            self.dul.send(AAbortPDU(source=0, reason_diag=0))
+            self.channel.send(AAbortPDU(source=0, reason_diag=0))
             return
         with self.scp.stats.lock:
             self.scp.stats.bytes_received += len(item.fragment)
@@ -434,7 +254,7 @@ class _Session:
             command = decode_command(bytes(self.command))
         except DimseError as exc:
             log.warning("undecodable command set: %s", exc)
-            self.dul.send(AAbortPDU(source=0, reason_diag=0))
+            self.channel.send(AAbortPDU(source=0, reason_diag=0))
             return
         finally:
             self.command.clear()
@@ -486,19 +306,20 @@ class _Session:
     def _respond(self, context_id: int, command: CommandSet) -> None:
         """Send a response command set as one last command fragment (PS3.8 Annex E.2: 03H)."""
         pdv = PresentationDataValueItem(context_id, 0x03, encode_command(command))
-        self.dul.send(PDataTfPDU([pdv]))
+        self.channel.send(PDataTfPDU([pdv]))
 
-    def close(self) -> None:
-        """Close a half-written file when the association ends abnormally."""
+    def closed(self, outcome: str) -> None:
+        """The association is over: close a half-written file, count how it ended."""
         if self.sink is not None:
             with contextlib.suppress(OSError):
                 self.sink.close()
             self.sink = None
+        self.scp.count_ending(self, outcome)
 
 
 def add_subcommand(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register `netdicom2 scp`."""
-    p = sub.add_parser("scp", help="run a Verification/Storage SCP on DULServiceProvider")
+    p = sub.add_parser("scp", help="run a Verification/Storage SCP (one DULServer loop)")
     p.add_argument("--port", type=int, default=11112, help="TCP port (default 11112)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--ae-title", default=None, help="reject other called AE titles (RJ 1/1/7)")

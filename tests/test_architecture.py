@@ -17,7 +17,7 @@ PACKAGES = ("netdicom2", "conformance", "fuzz", "pcaps", "reports")
 # Modules of netdicom2 that may do I/O or threading: the threaded adapter, the CLI and the
 # example applications. Everything else is the sans-I/O library.
 IO_MODULES = frozenset({"socket", "selectors", "threading", "queue", "time"})
-IO_ALLOWED = ("dulprovider.py", "cli.py", "cli_*.py", "cli/*.py", "app_*.py")
+IO_ALLOWED = ("dulprovider.py", "dulserver.py", "cli.py", "cli_*.py", "cli/*.py", "app_*.py")
 
 # The conformance oracle is the shared CSV or an independent transcription, never the table
 # under test (a table must not be checked against itself).
