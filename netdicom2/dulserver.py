@@ -25,6 +25,7 @@ import itertools
 import logging
 import selectors
 import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -335,6 +336,9 @@ class DULServer:
         self.max_pending = max_pending
         self._name = name
         listener.setblocking(False)
+        # Linux copies TCP_NODELAY from the listener to each accepted socket (a system call
+        # per connection saved); elsewhere it is set on each one.
+        self._nodelay_inherited = _set_nodelay(listener) and sys.platform == "linux"
         self._listener = listener
         self._selector = selectors.DefaultSelector()
         self._wakeup_r, self._wakeup_w = _wakeup_pair()
@@ -484,8 +488,8 @@ class DULServer:
     def _serve(self, sock: socket.socket, now: float) -> None:
         """Start serving an accepted socket: Evt5 → AE-5 (ARTIM started), Sta2."""
         sock.setblocking(False)
-        with contextlib.suppress(OSError):  # AF_UNIX sockets have no TCP options
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if not self._nodelay_inherited:
+            _set_nodelay(sock)  # each PDU leaves at once (no Nagle delay)
         channel = Channel(self, sock)
         self._channels[sock.fileno()] = channel
         self.pending[channel] = None
@@ -593,6 +597,15 @@ class DULServer:
         self._listener.close()
         self._wakeup_r.close()
         self._wakeup_w.close()
+
+
+def _set_nodelay(sock: socket.socket) -> bool:
+    """Set TCP_NODELAY; False for a socket without TCP options (AF_UNIX)."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        return False
+    return True
 
 
 def _wakeup_pair() -> tuple[socket.socket, socket.socket]:

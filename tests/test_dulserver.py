@@ -271,3 +271,18 @@ def test_a_channel_refuses_primitives_after_its_end() -> None:
     assert channel.state is State.Sta1 and channel.finished
     with pytest.raises(ProviderStoppedError, match="Sta1"):
         channel.send(AReleaseRpPDU())
+
+
+def test_accepted_sockets_have_tcp_nodelay(no_leaks: None) -> None:
+    """Each PDU leaves in its own segment at once: no Nagle delay on accepted connections."""
+    server = Server()
+    server.start()
+    try:
+        with associated(server.address) as sock:
+            (channel,) = server.channels_seen
+            assert channel.sock is not None
+            assert channel.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            sock.sendall(AReleaseRqPDU().encode())
+            assert read_pdu(sock)[0] == 0x06
+    finally:
+        server.shutdown()
