@@ -1,8 +1,10 @@
-"""Shared test configuration: Hypothesis profiles and the external captures folder."""
+"""Shared test configuration: Hypothesis profiles, the external captures folder, leak checks."""
 
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,3 +38,17 @@ def external() -> Path:
     if not EXTERNAL.is_dir():
         pytest.skip(f"external captures folder absent: {EXTERNAL}")
     return EXTERNAL
+
+
+def open_fds() -> int:
+    """How many file descriptors this process holds."""
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.fixture
+def no_leaks() -> Iterator[None]:
+    """The test ends with the file descriptors and threads it started with."""
+    fds, threads = open_fds(), threading.active_count()
+    yield
+    assert threading.active_count() == threads, threading.enumerate()
+    assert open_fds() == fds

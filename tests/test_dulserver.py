@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import contextlib
 import socket
 import struct
 import threading
@@ -24,20 +24,6 @@ from tests.hostile import association_rq, echo_pdata
 WAIT = 5.0
 TOLERANCE = 1.0  # seconds a timer may fire late on a shared, noisy machine
 CONTEXTS = [(VERIFICATION_SOP_CLASS, ["1.2.840.10008.1.2"])]
-
-
-def open_fds() -> int:
-    """How many file descriptors this process holds."""
-    return len(os.listdir("/proc/self/fd"))
-
-
-@pytest.fixture
-def no_leaks() -> Iterator[None]:
-    """The test ends with the file descriptors and threads it started with."""
-    fds, threads = open_fds(), threading.active_count()
-    yield
-    assert threading.active_count() == threads, threading.enumerate()
-    assert open_fds() == fds
 
 
 class Recorder:
@@ -78,6 +64,17 @@ class Server(DULServer):
         """A Recorder; the channel is kept for tests that inspect it afterwards."""
         self.channels_seen.append(channel)
         return Recorder(self, channel)
+
+
+@contextlib.contextmanager
+def running(**kwargs: float | bool) -> Iterator[Server]:
+    """A started Server, shut down on exit."""
+    server = Server(**kwargs)  # type: ignore[arg-type]
+    server.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
 
 
 def read_pdu(sock: socket.socket) -> tuple[int, bytes]:
@@ -162,9 +159,7 @@ def test_an_answer_crossing_the_peers_abort_is_dropped_without_error(no_leaks: N
 
 
 def test_a_failing_service_user_aborts_its_association_only(no_leaks: None) -> None:
-    server = Server(fail_on_data=True)
-    server.start()
-    try:
+    with running(fail_on_data=True) as server:
         with associated(server.address) as bystander, associated(server.address) as sock:
             sock.sendall(echo_pdata())
             pdu_type, body = read_pdu(sock)
@@ -173,49 +168,37 @@ def test_a_failing_service_user_aborts_its_association_only(no_leaks: None) -> N
             bystander.sendall(AReleaseRqPDU().encode())
             assert read_pdu(bystander)[0] == 0x06  # the other association is untouched
         assert server.wait_idle(WAIT, connections=2)
-    finally:
-        server.shutdown()
     assert sorted(outcome for outcome, _ in server.endings) == [ENDED, ERROR]
 
 
 def test_an_idle_association_is_aborted_after_idle_timeout(no_leaks: None) -> None:
     """PS3.8 §9.1.4 Note 2: the application's own limit, not ARTIM: A-ABORT, then closed."""
-    server = Server(idle_timeout=0.3)
-    server.start()
-    try:
+    with running(idle_timeout=0.3) as server:
         with associated(server.address) as sock:
             started = time.monotonic()
             assert read_pdu(sock)[0] == 0x07
             waited = time.monotonic() - started
             assert read_pdu(sock) == (0, b"")
         assert server.wait_idle(WAIT, connections=1)
-    finally:
-        server.shutdown()
     assert 0.3 <= waited < 0.3 + TOLERANCE
     assert server.endings == [(IDLE, ["AAssociateRqPDU"])]
 
 
 def test_artim_closes_a_connection_that_sends_nothing(no_leaks: None) -> None:
     """PS3.8 §9.1.5, Sta2 + Evt18 → AA-2: closed, no indication, no service user made."""
-    server = Server(artim_timeout=0.3)
-    server.start()
-    try:
+    with running(artim_timeout=0.3) as server:
         with connect(server.address) as sock:
             started = time.monotonic()
             assert read_pdu(sock) == (0, b"")
             waited = time.monotonic() - started
         assert server.wait_idle(WAIT, connections=1)
-    finally:
-        server.shutdown()
     assert 0.3 <= waited < 0.3 + TOLERANCE
     assert server.endings == []
 
 
 def test_artim_closes_sta13_when_the_peer_keeps_the_connection_after_the_release() -> None:
     """AR-4 starts ARTIM in Sta13; Evt18 → AA-2 closes the transport the peer left open."""
-    server = Server(artim_timeout=0.3)
-    server.start()
-    try:
+    with running(artim_timeout=0.3) as server:
         with associated(server.address) as sock:
             sock.sendall(AReleaseRqPDU().encode())
             assert read_pdu(sock)[0] == 0x06
@@ -223,8 +206,6 @@ def test_artim_closes_sta13_when_the_peer_keeps_the_connection_after_the_release
             assert read_pdu(sock) == (0, b"")
             waited = time.monotonic() - started
         assert server.wait_idle(WAIT, connections=1)
-    finally:
-        server.shutdown()
     assert waited < 0.3 + TOLERANCE
     assert server.endings == [(ENDED, ["AAssociateRqPDU", "AReleaseRqPDU"])]
 
@@ -258,15 +239,11 @@ def test_shutdown_before_serving_releases_everything(no_leaks: None) -> None:
 
 
 def test_a_channel_refuses_primitives_after_its_end() -> None:
-    server = Server()
-    server.start()
-    try:
+    with running() as server:
         with associated(server.address) as sock:
             sock.sendall(AReleaseRqPDU().encode())
             assert read_pdu(sock)[0] == 0x06
         assert server.wait_idle(WAIT, connections=1)
-    finally:
-        server.shutdown()
     (channel,) = server.channels_seen
     assert channel.state is State.Sta1 and channel.finished
     with pytest.raises(ProviderStoppedError, match="Sta1"):
@@ -275,14 +252,9 @@ def test_a_channel_refuses_primitives_after_its_end() -> None:
 
 def test_accepted_sockets_have_tcp_nodelay(no_leaks: None) -> None:
     """Each PDU leaves in its own segment at once: no Nagle delay on accepted connections."""
-    server = Server()
-    server.start()
-    try:
-        with associated(server.address) as sock:
-            (channel,) = server.channels_seen
-            assert channel.sock is not None
-            assert channel.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
-            sock.sendall(AReleaseRqPDU().encode())
-            assert read_pdu(sock)[0] == 0x06
-    finally:
-        server.shutdown()
+    with running() as server, associated(server.address) as sock:
+        (channel,) = server.channels_seen
+        assert channel.sock is not None
+        assert channel.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        sock.sendall(AReleaseRqPDU().encode())
+        assert read_pdu(sock)[0] == 0x06

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import selectors
 import socket
 import threading
@@ -35,18 +34,7 @@ WAIT = 5.0
 DATA = bytes(range(256)) * 800  # 204800 bytes: several proxy reads and kernel buffers
 
 
-def open_fds() -> int:
-    """How many file descriptors this process holds."""
-    return len(os.listdir("/proc/self/fd"))
-
-
-@pytest.fixture(autouse=True)
-def no_leaks() -> Iterator[None]:
-    """Every test ends with the file descriptors and threads it started with."""
-    fds, threads = open_fds(), threading.active_count()
-    yield
-    assert threading.active_count() == threads, threading.enumerate()
-    assert open_fds() == fds
+pytestmark = pytest.mark.usefixtures("no_leaks")
 
 
 @contextlib.contextmanager

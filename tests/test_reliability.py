@@ -43,6 +43,7 @@ from netdicom2.pdu import (
     AReleaseRqPDU,
     PDataTfPDU,
 )
+from tests.conftest import open_fds
 from tests.dicomfiles import SECONDARY_CAPTURE
 from tests.hostile import Hostile, HostileCrowd
 from tests.probes import (
@@ -64,20 +65,6 @@ from tests.probes import (
 WAIT = 5.0
 STORE_SIZE = 300_000  # "a C-STORE of a few hundred KB"
 PDU_MAX = 16384
-
-
-def open_fds() -> int:
-    """How many file descriptors this process holds."""
-    return len(os.listdir("/proc/self/fd"))
-
-
-@pytest.fixture
-def no_leaks() -> Iterator[None]:
-    """The test ends with the file descriptors and threads it started with."""
-    fds, threads = open_fds(), threading.active_count()
-    yield
-    assert threading.active_count() == threads, threading.enumerate()
-    assert open_fds() == fds
 
 
 @pytest.fixture
