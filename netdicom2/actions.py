@@ -74,16 +74,21 @@ class SendPDU:
         parts: Sequence[bytes | memoryview] | None = None,
     ) -> None:
         """Either the whole encoding (data) or its pieces (parts)."""
-        if (data is None) == (parts is None):
+        if data is not None:
+            if parts is not None:
+                raise TypeError("SendPDU takes data or parts")
+            pieces: tuple[bytes | memoryview, ...] = (data,)
+            size = len(data)
+        elif parts is None:
             raise TypeError("SendPDU takes data or parts")
-        pieces = (data,) if data is not None else tuple(parts or ())
-        for name, value in (
-            ("pdu", pdu),
-            ("_data", data),
-            ("parts", pieces),
-            ("size", sum(len(piece) for piece in pieces)),
-        ):
-            object.__setattr__(self, name, value)
+        else:
+            pieces = tuple(parts)
+            size = sum(map(len, pieces))
+        setattr_ = object.__setattr__  # immutable: __setattr__ refuses
+        setattr_(self, "pdu", pdu)
+        setattr_(self, "_data", data)
+        setattr_(self, "parts", pieces)
+        setattr_(self, "size", size)
 
     @property
     def data(self) -> bytes:
@@ -105,11 +110,15 @@ class SendPDU:
         return f"SendPDU(pdu={self.pdu!r}, data={self.data!r})"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Indicate:
     """Deliver this primitive (indication or confirmation) to the local user."""
 
     primitive: PDU
+
+    def __init__(self, primitive: PDU) -> None:
+        """Set the field past the frozen __setattr__ (one per received PDU)."""
+        self.__dict__["primitive"] = primitive
 
 
 @dataclass(frozen=True)
@@ -136,8 +145,13 @@ class CloseTransport:
 
 Effect = SendPDU | Indicate | StartTimer | StopTimer | OpenTransport | CloseTransport
 
+# The effects without fields are values: one instance of each serves every action.
+_STOP_TIMER = StopTimer()
+_OPEN_TRANSPORT = OpenTransport()
+_CLOSE_TRANSPORT = CloseTransport()
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, init=False)
 class ActionContext:
     """What an action may look at: clock, ARTIM, role, the event's PDU and the abort reason."""
 
@@ -149,18 +163,44 @@ class ActionContext:
     abort_reason: int = AbortReason.UNEXPECTED_PDU
     acceptable: Acceptable | None = None
 
+    def __init__(
+        self,
+        now: float,
+        artim_timeout: float = 30.0,
+        artim_running: bool = False,
+        is_requestor: bool = False,
+        pdu: PDU | None = None,
+        abort_reason: int = AbortReason.UNEXPECTED_PDU,
+        acceptable: Acceptable | None = None,
+    ) -> None:
+        """Set the fields past the frozen __setattr__: one context is built per event."""
+        fields = self.__dict__
+        fields["now"] = now
+        fields["artim_timeout"] = artim_timeout
+        fields["artim_running"] = artim_running
+        fields["is_requestor"] = is_requestor
+        fields["pdu"] = pdu
+        fields["abort_reason"] = abort_reason
+        fields["acceptable"] = acceptable
+
     @property
     def artim_deadline(self) -> float:
         """When ARTIM expires if (re)started now."""
         return self.now + self.artim_timeout
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Outcome:
     """The effects of one action, in PS3.8 order, and the state the machine goes to."""
 
     effects: tuple[Effect, ...]
     next_state: State
+
+    def __init__(self, effects: tuple[Effect, ...], next_state: State) -> None:
+        """Set the fields past the frozen __setattr__: one outcome is built per event."""
+        fields = self.__dict__
+        fields["effects"] = effects
+        fields["next_state"] = next_state
 
 
 def _send(pdu: PDU) -> SendPDU:
@@ -182,7 +222,7 @@ def _pdu(ctx: ActionContext) -> PDU:
 
 def ae_1(ctx: ActionContext) -> Outcome:
     """AE-1: issue TRANSPORT CONNECT to the local transport service; next Sta4."""
-    return Outcome((OpenTransport(),), State.Sta4)
+    return Outcome((_OPEN_TRANSPORT,), State.Sta4)
 
 
 def ae_2(ctx: ActionContext) -> Outcome:
@@ -197,7 +237,7 @@ def ae_3(ctx: ActionContext) -> Outcome:
 
 def ae_4(ctx: ActionContext) -> Outcome:
     """AE-4: issue A-ASSOCIATE confirmation (reject) and close the transport; next Sta1."""
-    return Outcome((Indicate(_pdu(ctx)), CloseTransport()), State.Sta1)
+    return Outcome((Indicate(_pdu(ctx)), _CLOSE_TRANSPORT), State.Sta1)
 
 
 def ae_5(ctx: ActionContext) -> Outcome:
@@ -230,9 +270,9 @@ def ae_6(ctx: ActionContext) -> Outcome:
         raise TypeError(f"AE-6 needs an A-ASSOCIATE-RQ, not {rq!r}")
     rj = provider_rejection(rq, ctx.acceptable)
     if rj is None:
-        return Outcome((StopTimer(), Indicate(rq)), State.Sta3)
+        return Outcome((_STOP_TIMER, Indicate(rq)), State.Sta3)
     # Not acceptable: send the RJ and start ARTIM; the indication is not issued (§7.1.2.6).
-    return Outcome((StopTimer(), _send(rj), StartTimer(ctx.artim_deadline)), State.Sta13)
+    return Outcome((_STOP_TIMER, _send(rj), StartTimer(ctx.artim_deadline)), State.Sta13)
 
 
 def ae_7(ctx: ActionContext) -> Outcome:
@@ -273,7 +313,7 @@ def ar_2(ctx: ActionContext) -> Outcome:
 
 def ar_3(ctx: ActionContext) -> Outcome:
     """AR-3: issue A-RELEASE confirmation and close the transport; next Sta1."""
-    return Outcome((Indicate(_pdu(ctx)), CloseTransport()), State.Sta1)
+    return Outcome((Indicate(_pdu(ctx)), _CLOSE_TRANSPORT), State.Sta1)
 
 
 def ar_4(ctx: ActionContext) -> Outcome:
@@ -283,7 +323,7 @@ def ar_4(ctx: ActionContext) -> Outcome:
 
 def ar_5(ctx: ActionContext) -> Outcome:
     """AR-5: stop ARTIM (the peer closed the transport); next Sta1."""
-    return Outcome((StopTimer(),), State.Sta1)
+    return Outcome((_STOP_TIMER,), State.Sta1)
 
 
 def ar_6(ctx: ActionContext) -> Outcome:
@@ -325,14 +365,14 @@ def aa_1(ctx: ActionContext) -> Outcome:
 
 def aa_2(ctx: ActionContext) -> Outcome:
     """AA-2: stop ARTIM if running and close the transport; next Sta1, no indication."""
-    stop: tuple[Effect, ...] = (StopTimer(),) if ctx.artim_running else ()
-    return Outcome((*stop, CloseTransport()), State.Sta1)
+    stop: tuple[Effect, ...] = (_STOP_TIMER,) if ctx.artim_running else ()
+    return Outcome((*stop, _CLOSE_TRANSPORT), State.Sta1)
 
 
 def aa_3(ctx: ActionContext) -> Outcome:
     """AA-3: issue A-ABORT (source 0) or A-P-ABORT (source 1/2) indication, close; next Sta1."""
     # The indication is the received A-ABORT itself: its source says which primitive it is.
-    return Outcome((Indicate(_pdu(ctx)), CloseTransport()), State.Sta1)
+    return Outcome((Indicate(_pdu(ctx)), _CLOSE_TRANSPORT), State.Sta1)
 
 
 def aa_4(ctx: ActionContext) -> Outcome:
@@ -343,7 +383,7 @@ def aa_4(ctx: ActionContext) -> Outcome:
 
 def aa_5(ctx: ActionContext) -> Outcome:
     """AA-5: stop ARTIM (the transport closed before any A-ASSOCIATE-RQ); next Sta1."""
-    return Outcome((StopTimer(),), State.Sta1)
+    return Outcome((_STOP_TIMER,), State.Sta1)
 
 
 def aa_6(ctx: ActionContext) -> Outcome:

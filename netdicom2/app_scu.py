@@ -128,9 +128,12 @@ class Association:
                 raise AssociationError(f"association ended while waiting for a response: {pdu!r}")
             for item in pdu.data_value_items:
                 if item.is_command:
-                    buffer += item.fragment
                     if item.is_last:
+                        if not buffer:  # the whole command in one fragment: no joining copy
+                            return decode_command(item.fragment)
+                        buffer += item.fragment
                         return decode_command(bytes(buffer))
+                    buffer += item.fragment
 
     def next_message_id(self) -> int:
         """Message IDs 1, 2, 3, ... (PS3.7 §9.3: unique among outstanding requests)."""

@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from netdicom2.actions import (
+    ACTIONS,
     Acceptable,
     ActionContext,
     CloseTransport,
@@ -44,7 +45,6 @@ from netdicom2.actions import (
     SendPDU,
     StartTimer,
     StopTimer,
-    run,
 )
 from netdicom2.exceptions import (
     AbortReason,
@@ -96,6 +96,12 @@ _PDU_CLASSES = (
     AAbortPDU,
 )
 
+# The members read on every event, bound once: reading a member from an Enum class passes
+# through EnumType's __getattr__ hook, several times the cost of a module global.
+_STA1, _STA6, _STA7 = State.Sta1, State.Sta6, State.Sta7
+_EVT1, _EVT2, _EVT5, _EVT9, _EVT17 = Event.Evt1, Event.Evt2, Event.Evt5, Event.Evt9, Event.Evt17
+_AE_2, _AE_3, _AE_6, _AE_7 = Action.AE_2, Action.AE_3, Action.AE_6, Action.AE_7
+
 # PS3.8 §9.1.4 Note 2: the application-level waits this connection can supervise.
 _ASSOCIATION_WAIT = frozenset({State.Sta4, State.Sta5})
 _RELEASE_WAIT = frozenset({State.Sta7, State.Sta9, State.Sta10, State.Sta11, State.Sta12})
@@ -117,16 +123,25 @@ class Transition:
 
 Observer = Callable[[Transition], None]
 
-# Transitions are immutable values: one instance per (state, event, action, next state) is
-# shared by every transcript instead of building one per event on the data-transfer hot path.
-_TRANSITION_CACHE: dict[tuple[State, Event, Action, State], Transition] = {}
+# Table 9-10 cell by cell, built once from fsm.TRANSITIONS and fsm.NEXT_STATE: the action and
+# the Transition for each next state it may take. One lookup per event; and as transitions are
+# immutable values, one instance per step is shared by every transcript. (The action's function
+# is looked up in actions.ACTIONS at each event: the conformance tests substitute mutants.)
+_Cell = tuple[Action, dict[State, Transition]]
+_CELLS: dict[tuple[State, Event], _Cell] = {
+    (state, event): (
+        action,
+        {after: Transition(state, event, action, after) for after in NEXT_STATE[action]},
+    )
+    for (state, event), action in TRANSITIONS.items()
+}
 
 # The data-transfer hot path. PS3.8 Table 9-10: Sta6 + Evt9 → DT-1 (send the P-DATA-TF) and
 # Sta6 + Evt10 → DT-2 (issue the P-DATA indication), both back to Sta6, with no timer or
 # transport effect (Table 9-7). Connection takes these two cells without building an
 # ActionContext; the effects, transcript and observer calls are those of the generic path.
-_DT_1 = Transition(State.Sta6, Event.Evt9, TRANSITIONS[State.Sta6, Event.Evt9], State.Sta6)
-_DT_2 = Transition(State.Sta6, Event.Evt10, TRANSITIONS[State.Sta6, Event.Evt10], State.Sta6)
+_DT_1 = _CELLS[State.Sta6, Event.Evt9][1][State.Sta6]
+_DT_2 = _CELLS[State.Sta6, Event.Evt10][1][State.Sta6]
 assert (_DT_1.action, _DT_2.action) == (Action.DT_1, Action.DT_2)
 assert NEXT_STATE[Action.DT_1] == NEXT_STATE[Action.DT_2] == (State.Sta6,)
 
@@ -156,7 +171,7 @@ class Connection:
         self._max_other_length = max_other_length
         self.observer = observer
 
-        self._state = State.Sta1
+        self._state = _STA1
         self.is_requestor: bool | None = requestor
         self.transcript: list[Transition] = []
         self.max_pdu_length = max_pdu_length
@@ -201,26 +216,28 @@ class Connection:
 
     def send(self, primitive: PDU, now: float) -> list[Effect]:
         """A local user primitive (Evt1, 7, 8, 9, 11, 14, 15); a blank cell raises."""
-        if type(primitive) is PDataTfPDU and self._state is State.Sta6:
+        if type(primitive) is PDataTfPDU and self._state is _STA6:
             # DT-1 (actions.dt_1): the P-DATA-TF in pieces, within the peer's maximum (D.1).
             effect = SendPDU(primitive, parts=primitive.encode_parts())
             maximum = self.peer_max_pdu_length or 0
             if maximum and effect.size - 6 > maximum:
                 raise PDUTooLargeError(
-                    self._state, Event.Evt9, primitive, length=effect.size - 6, maximum=maximum
+                    self._state, _EVT9, primitive, length=effect.size - 6, maximum=maximum
                 )
             self._record(_DT_1)
             return [effect]
         if not isinstance(primitive, _PDU_CLASSES):
             raise TypeError(f"not a DICOM UL primitive: {primitive!r}")
         event = PRIMITIVE_TYPE_EVENT[primitive.pdu_type]
-        action = self._lookup(event, primitive)
-        if event is Event.Evt1:
+        cell = _CELLS.get((self._state, event))
+        if cell is None:
+            raise LocalProtocolError(self._state, event, primitive)  # a blank cell of Table 9-10
+        if event is _EVT1:
             # PS3.8 §9.2, Table 9-10, Sta1/Evt1 → AE-1: this side becomes the requestor.
             self._check_role(True, event, primitive)
         # For Evt15 the primitive is not put on the wire: AA-1 builds its own A-ABORT.
-        outcome = self._run(action, primitive, now)
-        if event is Event.Evt9:
+        outcome = self._run(cell, primitive, now)
+        if event is _EVT9:
             self._check_peer_max(event, primitive, outcome)
         if isinstance(primitive, AAssociateRqPDU):  # Sta1/Evt1 → AE-1
             self._new_association(requestor=True)
@@ -229,7 +246,7 @@ class Connection:
         elif isinstance(primitive, AAssociateAcPDU):  # Sta3/Evt7 → AE-7
             self._announce(primitive.max_length)
             self.accepted_contexts = _accepted_ids(primitive)
-        return self._commit(event, action, outcome, now)
+        return self._commit(event, cell, outcome, now)
 
     def receive_bytes(self, data: bytes | bytearray | memoryview, now: float) -> list[Effect]:
         """Bytes from the transport: one event per whole PDU (Evt3 … Evt16, or Evt19)."""
@@ -273,16 +290,18 @@ class Connection:
                 # PS3.8 §9.2.2: an unrecognized or invalid PDU is Evt19.
                 effects += self._fire(Event.Evt19, None, now, abort_reason=exc.abort_reason)
                 continue
-            if isinstance(pdu, PDataTfPDU) and self._foreign_context(pdu):
-                # PS3.8 §9.3.5 / spec §10.1 [interp]: a PDV on a presentation context the AC
-                # did not accept is an invalid PDU parameter value: Evt19 (AA-8 in Sta6/Sta7).
-                reason = AbortReason.INVALID_PDU_PARAMETER_VALUE
-                effects += self._fire(Event.Evt19, None, now, abort_reason=reason)
-                continue
-            if type(pdu) is PDataTfPDU and self._state is State.Sta6:
-                effects.append(Indicate(pdu))  # DT-2 (actions.dt_2): the P-DATA indication
-                self._record(_DT_2)
-                continue
+            if type(pdu) is PDataTfPDU:
+                if self._foreign_context(pdu):
+                    # PS3.8 §9.3.5 / spec §10.1 [interp]: a PDV on a presentation context the
+                    # AC did not accept is an invalid PDU parameter value: Evt19 (AA-8 in
+                    # Sta6/Sta7).
+                    reason = AbortReason.INVALID_PDU_PARAMETER_VALUE
+                    effects += self._fire(Event.Evt19, None, now, abort_reason=reason)
+                    continue
+                if self._state is _STA6:
+                    effects.append(Indicate(pdu))  # DT-2 (actions.dt_2): the P-DATA indication
+                    self._record(_DT_2)
+                    continue
             effects += self._fire(PDU_TYPE_EVENT[pdu.pdu_type], pdu, now)
         if refused is not None and self.transport_open:
             # PS3.8 Annex D.1: a PDU longer than we announced (or a header that cannot start a
@@ -293,17 +312,17 @@ class Connection:
 
     def transport_connected(self, now: float) -> list[Effect]:
         """Evt2: the TRANSPORT CONNECT issued by AE-1 completed (Sta4 → AE-2 sends the RQ)."""
-        return self._fire(Event.Evt2, None, now)
+        return self._fire(_EVT2, None, now)
 
     def transport_accepted(self, now: float) -> list[Effect]:
         """Evt5: a transport connection was accepted on a listener (Sta1 → AE-5)."""
-        return self._fire(Event.Evt5, None, now)
+        return self._fire(_EVT5, None, now)
 
     def transport_closed(self, now: float) -> list[Effect]:
         """Evt17: the transport closed (peer close, reset, failed connect); no-op in Sta1."""
-        if self._state is State.Sta1:
+        if self._state is _STA1:
             return []  # nothing to close: we closed it ourselves, or never had one
-        return self._fire(Event.Evt17, None, now)
+        return self._fire(_EVT17, None, now)
 
     def handle_timer(self, now: float) -> list[Effect]:
         """Evt18 if ARTIM has expired; the user's A-ABORT if an application timeout passed."""
@@ -318,13 +337,6 @@ class Connection:
         return []
 
     # ------------------------------------------------------------------ machinery
-
-    def _lookup(self, event: Event, pdu: PDU | None) -> Action:
-        """The action of Table 9-10's (state, event) cell; a blank cell raises."""
-        action = TRANSITIONS.get((self._state, event))
-        if action is None:
-            raise LocalProtocolError(self._state, event, pdu)
-        return action
 
     def _check_role(self, requestor: bool, event: Event, pdu: PDU | None) -> None:
         """Refuse Evt1 on a connection built as acceptor, and Evt5 on one built as requestor."""
@@ -351,7 +363,7 @@ class Connection:
     def _foreign_context(self, pdu: PDataTfPDU) -> bool:
         """In Sta6/Sta7 (DT-2, AR-6), does a PDV use a context the AC did not accept?"""
         accepted = self.accepted_contexts
-        if accepted is None or self._state not in (State.Sta6, State.Sta7):
+        if accepted is None or (self._state is not _STA6 and self._state is not _STA7):
             return False
         return any(item.context_id not in accepted for item in pdu.data_value_items)
 
@@ -378,25 +390,26 @@ class Connection:
 
     def _run(
         self,
-        action: Action,
+        cell: _Cell,
         pdu: PDU | None,
         now: float,
         abort_reason: int = AbortReason.UNEXPECTED_PDU,
     ) -> Outcome:
-        """Run ``action`` purely; nothing changes until ``_commit``."""
-        if action is Action.AE_2:
+        """Run the cell's action purely; nothing changes until ``_commit``."""
+        action, steps = cell
+        if action is _AE_2:
             pdu = self._association_rq  # AE-2 sends the A-ASSOCIATE-RQ of Evt1
         ctx = ActionContext(
-            now=now,
-            artim_timeout=self._artim_timeout,
-            artim_running=self._artim_deadline is not None,
-            is_requestor=bool(self.is_requestor),
-            pdu=pdu,
-            abort_reason=abort_reason,
-            acceptable=self._acceptable,
+            now,
+            self._artim_timeout,
+            self._artim_deadline is not None,
+            bool(self.is_requestor),
+            pdu,
+            abort_reason,
+            self._acceptable,
         )
-        outcome = run(action, ctx)
-        if outcome.next_state not in NEXT_STATE[action]:  # pragma: no cover - a bug in actions
+        outcome = ACTIONS[action](ctx)  # actions.run(action, ctx)
+        if outcome.next_state not in steps:  # pragma: no cover - a bug in actions
             raise RuntimeError(f"{action} went to {outcome.next_state}, not {NEXT_STATE[action]}")
         return outcome
 
@@ -408,46 +421,50 @@ class Connection:
         abort_reason: int = AbortReason.UNEXPECTED_PDU,
     ) -> list[Effect]:
         """Look up, run and commit one event that carries no primitive-specific bookkeeping."""
-        action = self._lookup(event, pdu)
-        if event is Event.Evt5:
+        cell = _CELLS.get((self._state, event))
+        if cell is None:
+            raise LocalProtocolError(self._state, event, pdu)  # a blank cell of Table 9-10
+        action = cell[0]
+        if event is _EVT5:
             self._check_role(False, event, pdu)
-        outcome = self._run(action, pdu, now, abort_reason)
-        if event is Event.Evt5:
+        outcome = self._run(cell, pdu, now, abort_reason)
+        if event is _EVT5:
             self._new_association(requestor=False)
-        if action is Action.AE_6 and isinstance(pdu, AAssociateRqPDU):
+        if action is _AE_6 and isinstance(pdu, AAssociateRqPDU):
             self.peer_max_pdu_length = pdu.max_length or 0  # acceptor: the peer's RQ
-        elif action is Action.AE_3 and isinstance(pdu, AAssociateAcPDU):
+        elif action is _AE_3 and isinstance(pdu, AAssociateAcPDU):
             self.peer_max_pdu_length = pdu.max_length or 0  # requestor: the peer's AC
             self.accepted_contexts = _accepted_ids(pdu)
-        return self._commit(event, action, outcome, now)
+        return self._commit(event, cell, outcome, now)
 
-    def _commit(self, event: Event, action: Action, outcome: Outcome, now: float) -> list[Effect]:
+    def _commit(self, event: Event, cell: _Cell, outcome: Outcome, now: float) -> list[Effect]:
         """Apply the outcome: timers, transport, state, transcript; then tell the observer."""
-        if event in (Event.Evt2, Event.Evt5):
+        if event is _EVT2 or event is _EVT5:
             self._open_framer()  # the transport now exists (Sta4 → Sta5, Sta1 → Sta2)
-        elif event is Event.Evt17:
+        elif event is _EVT17:
             self.transport_open = False
-        for effect in outcome.effects:
-            if isinstance(effect, StartTimer):
-                self._artim_deadline = effect.deadline
-            elif isinstance(effect, StopTimer):
+        effects = outcome.effects
+        for effect in effects:
+            kind = type(effect)
+            if kind is StopTimer:
                 self._artim_deadline = None
-            elif isinstance(effect, CloseTransport):
+            elif kind is CloseTransport:
                 self.transport_open = False
-        if action is Action.AE_7 and self._framer is not None:
+            elif isinstance(effect, StartTimer):
+                self._artim_deadline = effect.deadline
+        if cell[0] is _AE_7 and self._framer is not None:
             self._framer.max_pdata_length = self.max_pdu_length  # announced in our AC
-        key = (self._state, event, action, outcome.next_state)
-        transition = _TRANSITION_CACHE.get(key)
-        if transition is None:
-            transition = _TRANSITION_CACHE.setdefault(key, Transition(*key))
+        transition = cell[1][outcome.next_state]
         self._state = outcome.next_state
-        if self._state is State.Sta1:
+        if self._state is _STA1:
             self.transport_open = False
             self._framer = None
         if self._association_timeout is not None or self._release_timeout is not None:
             self._supervise(now)
-        self._record(transition)
-        return list(outcome.effects)
+        self.transcript.append(transition)  # as _record
+        if self.observer is not None:
+            self.observer(transition)
+        return list(effects)
 
     def _record(self, transition: Transition) -> None:
         """Append a step to the transcript, then tell the observer."""

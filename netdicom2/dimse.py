@@ -46,6 +46,16 @@ _UID_TAGS = {0x0002, 0x0003, 0x1000, 0x1001}
 _US_TAGS = {0x0100, 0x0110, 0x0120, 0x0700, 0x0800, 0x0900, 0x1020, 0x1021, 0x1022, 0x1023}
 _UL_TAGS = {0x0000}
 _AE_TAGS = {0x0600, 0x1030}
+_TEXT_TAGS = _UID_TAGS | _AE_TAGS
+
+# Implicit VR LE element header: group, element, value length (PS3.5 §7.1.3).
+_ELEMENT = struct.Struct("<HHI")
+_US = struct.Struct("<H")
+# A whole US element: header (length 2) and value.
+_US_ELEMENT = struct.Struct("<HHIH")
+_UL = struct.Struct("<I")
+# (0000,0000) Command Group Length, UL, then its 4-byte value (PS3.7 §6.3.1).
+_GROUP_LENGTH = struct.Struct("<HHII")
 
 
 class DimseError(ValueError):
@@ -91,43 +101,48 @@ def _pad_even(raw: bytes, pad: bytes) -> bytes:
 
 def encode_command(command: CommandSet) -> bytes:
     """Implicit VR LE encoding with a correct (0000,0000) group length (PS3.7 §6.3.1)."""
-    body = bytearray()
-    for element in sorted(command.elements):
+    parts: list[bytes] = [b""]  # the group length, once the body's length is known
+    elements = command.elements
+    for element in sorted(elements):
         if element == 0x0000:
             continue
-        value = command.elements[element]
+        value = elements[element]
+        if element in _US_TAGS:
+            parts.append(_US_ELEMENT.pack(0x0000, element, 2, int(value)))
+            continue
         if element in _UID_TAGS:
             raw = _pad_even(str(value).encode("ascii"), b"\x00")
         elif element in _AE_TAGS:
             raw = _pad_even(str(value).encode("ascii"), b" ")
-        elif element in _US_TAGS:
-            raw = struct.pack("<H", int(value))
         else:
             raise DimseError(f"element (0000,{element:04X}) is not supported")
-        body += struct.pack("<HHI", 0x0000, element, len(raw)) + raw
-    return struct.pack("<HHII", 0x0000, 0x0000, 4, len(body)) + bytes(body)
+        parts.append(_ELEMENT.pack(0x0000, element, len(raw)))
+        parts.append(raw)
+    body = b"".join(parts)
+    return _GROUP_LENGTH.pack(0x0000, 0x0000, 4, len(body)) + body
 
 
 def decode_command(data: bytes | bytearray | memoryview) -> CommandSet:
     """Decode an Implicit VR LE command set; unknown group-0000 elements are skipped."""
-    view = memoryview(data)
+    buf = data if type(data) is bytes else memoryview(data).tobytes()
+    size = len(buf)
     offset = 0
     elements: dict[int, str | int] = {}
-    while offset < len(view):
-        if offset + 8 > len(view):
+    unpack = _ELEMENT.unpack_from
+    while offset < size:
+        if offset + 8 > size:
             raise DimseError(f"truncated element header at offset {offset}")
-        group, element, length = struct.unpack_from("<HHI", view, offset)
-        offset += 8
-        if group != 0x0000 or offset + length > len(view):
-            raise DimseError(f"bad element ({group:04X},{element:04X}) at offset {offset - 8}")
-        raw = bytes(view[offset : offset + length])
-        offset += length
-        if element in _UID_TAGS or element in _AE_TAGS:
-            elements[element] = raw.rstrip(b"\x00 ").decode("ascii", "replace")
-        elif element in _US_TAGS and length == 2:
-            elements[element] = struct.unpack("<H", raw)[0]
-        elif element in _UL_TAGS and length == 4:
-            elements[element] = struct.unpack("<I", raw)[0]
+        group, element, length = unpack(buf, offset)
+        start = offset + 8
+        offset = start + length
+        if group != 0x0000 or offset > size:
+            raise DimseError(f"bad element ({group:04X},{element:04X}) at offset {start - 8}")
+        if element in _TEXT_TAGS:
+            elements[element] = buf[start:offset].rstrip(b"\x00 ").decode("ascii", "replace")
+        elif length == 2 and element in _US_TAGS:
+            elements[element] = _US.unpack_from(buf, start)[0]
+        elif length == 4 and element in _UL_TAGS:
+            elements[element] = _UL.unpack_from(buf, start)[0]
     return CommandSet(elements)
 
 

@@ -57,7 +57,7 @@ from netdicom2.fsm import State
 from netdicom2.items import PresentationDataValueItem
 from netdicom2.pdu import PDU, AAbortPDU, AAssociateRqPDU, PDataTfPDU
 
-__all__ = ["DULServiceProvider", "split_pdata"]
+__all__ = ["DULServiceProvider", "OutputQueue", "split_pdata"]
 
 log = logging.getLogger("netdicom2.dul")
 
@@ -83,6 +83,13 @@ _MAX_PARTS = 64
 # A selector watches one socket and one wakeup: poll(2) needs no kernel object per provider
 # (epoll costs three more system calls per association).
 _Selector = getattr(selectors, "PollSelector", selectors.DefaultSelector)
+_get_ident = threading.get_ident
+_READ = selectors.EVENT_READ  # what the loop wants from the socket (self._mask)
+_WRITE = selectors.EVENT_WRITE
+# Our own sockets are created non-blocking (Linux: one system call fewer than setblocking).
+_STREAM = socket.SOCK_STREAM | getattr(socket, "SOCK_NONBLOCK", 0)
+# connect_ex results of a TCP connect that has not completed yet.
+_IN_PROGRESS = frozenset({errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK})
 
 
 def split_pdata(pdu: PDataTfPDU, max_pdu_length: int) -> list[PDataTfPDU]:
@@ -115,7 +122,85 @@ def split_pdata(pdu: PDataTfPDU, max_pdu_length: int) -> list[PDataTfPDU]:
 
 def _pdata_length(items: Iterable[PresentationDataValueItem]) -> int:
     """PDU-length of a P-DATA-TF: each PDV item is 4 + 1 + 1 + fragment bytes (Table 9-23)."""
-    return sum(6 + len(item.fragment) for item in items)
+    length = 0
+    for item in items:
+        length += 6 + len(item.fragment)
+    return length
+
+
+class OutputQueue:
+    """Bytes of PDUs the socket has not taken yet, kept as views of the PDUs (no copy)."""
+
+    __slots__ = ("_chunks", "size")
+
+    def __init__(self) -> None:
+        self._chunks: deque[memoryview] = deque()
+        self.size = 0  # bytes queued
+
+    def __bool__(self) -> bool:
+        return bool(self._chunks)
+
+    def write(self, sock: socket.socket, effect: SendPDU) -> bool:
+        """Send a PDU in one system call (its parts gathered) behind any queued output.
+
+        What the socket does not take is queued; True when this PDU left bytes queued (behind
+        earlier output it is queued whole). OSError other than EAGAIN: the transport is lost.
+        """
+        parts = effect.parts if len(effect.parts) <= _MAX_PARTS else (effect.data,)
+        if self._chunks:
+            self._add(parts, 0)
+            return True
+        try:
+            sent = sock.send(parts[0]) if len(parts) == 1 else sock.sendmsg(parts)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        if sent < effect.size:
+            self._add(parts, sent)
+            return True
+        return False
+
+    def _add(self, parts: Sequence[bytes | memoryview], skip: int) -> None:
+        """Queue the parts after their first ``skip`` bytes (what the socket took)."""
+        for part in parts:
+            size = len(part)
+            if skip >= size:
+                skip -= size
+                continue
+            self._chunks.append(memoryview(part)[skip:])
+            self.size += size - skip
+            skip = 0
+
+    def flush(self, sock: socket.socket) -> int:
+        """Write queued bytes while the socket takes them, gathered by sendmsg(2); bytes sent.
+
+        OSError other than EAGAIN: the transport is lost.
+        """
+        chunks_queued = self._chunks
+        total = 0
+        while chunks_queued:
+            chunks = list(itertools.islice(chunks_queued, _MAX_PARTS))
+            try:
+                sent = sock.sendmsg(chunks)  # gathered: headers do not go alone
+            except (BlockingIOError, InterruptedError):
+                return total
+            total += sent
+            self.size -= sent
+            for chunk in chunks:
+                if sent < len(chunk):
+                    chunks_queued[0] = chunk[sent:]
+                    return total  # the socket is full
+                sent -= len(chunk)
+                chunks_queued.popleft()
+        return total
+
+    def drop(self, sock: socket.socket | None = None) -> None:
+        """Forget the queued bytes; given the closing socket, write them first, best effort."""
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                for chunk in self._chunks:
+                    sock.send(chunk)
+        self._chunks.clear()
+        self.size = 0
 
 
 class DULServiceProvider(threading.Thread):
@@ -162,7 +247,8 @@ class DULServiceProvider(threading.Thread):
         self._send_timeout = send_timeout
         self._observers: list[Observer] = [observer] if observer is not None else []
         self._lock = threading.RLock()  # observers run under it and may call send()
-        self._room = threading.Condition(self._lock)  # output fell under _OUT_LOW_WATER
+        # Output fell under _OUT_LOW_WATER: only the threaded send() waits for it.
+        self._room = threading.Condition(self._lock) if threaded else None
         self._effects: deque[Effect] = deque()
         self._incoming: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._terminate = False
@@ -171,7 +257,7 @@ class DULServiceProvider(threading.Thread):
         self._exited = False
         self._selector = _Selector()
         self._wakeup = _Wakeup()
-        self._selector.register(self._wakeup, selectors.EVENT_READ)
+        self._selector.register(self._wakeup, _READ)
         self._sock: socket.socket | None = None
         # An acceptor serves the one association of its socket and exits when it is over.
         self._one_shot = dul_socket is not None
@@ -181,9 +267,8 @@ class DULServiceProvider(threading.Thread):
         # that completes after its association was aborted (Sta4 + Evt15 → AA-2) is stale.
         self._requests = 0
         self._opens = 0
-        self._out: deque[memoryview] = deque()
-        self._out_bytes = 0
-        self._mask = 0  # what the selector watches on self._sock
+        self._out = OutputQueue()
+        self._mask = 0  # what the selector watches on self._sock (_READ, _WRITE)
         self._input_paused = False
         self._send_deadline: float | None = None
         self.connection = Connection(
@@ -192,7 +277,9 @@ class DULServiceProvider(threading.Thread):
             association_timeout=association_timeout,
             release_timeout=release_timeout,
             acceptable=acceptable,
-            observer=self._on_transition,
+            # Not a bound method: the provider and its connection form no reference cycle, so
+            # each association's objects are freed at once instead of by the cyclic GC.
+            observer=_transition_observer(self._observers),
         )
         if dul_socket is not None:
             # PS3.8 §9.1.2: the acceptor accepts the connection and starts ARTIM (Evt5 → AE-5).
@@ -210,38 +297,38 @@ class DULServiceProvider(threading.Thread):
         while more than _OUT_HIGH_WATER bytes wait for the peer to read (until it reads, or
         send_timeout drops it).
         """
-        self._raise_if_failed()
+        if self._error is not None:
+            raise self._error  # _raise_if_failed
+        connection = self.connection
         with self._lock:
             if self._exited or self._terminate:
-                raise ProviderStoppedError(self.connection.state, None, primitive)
-            if (
-                isinstance(primitive, AAssociateRqPDU)
-                and self.address is None
-                and self._connector is None
-            ):
+                raise ProviderStoppedError(connection.state, None, primitive)
+            is_rq = isinstance(primitive, AAssociateRqPDU)
+            if is_rq and self.address is None and self._connector is None:
                 raise LocalProtocolError(
-                    self.connection.state,
+                    connection.state,
                     "Evt1",
                     primitive,
                     "no called presentation address: pass address=(host, port)",
                 )
             now = time.monotonic()
-            deadline = self.connection.timer_deadline
-            kick = False
+            deadline = connection.timer_deadline
             if isinstance(primitive, PDataTfPDU):
-                peer_max = self.connection.peer_max_pdu_length or 0
+                peer_max = connection.peer_max_pdu_length or 0
+                kick = False
                 for part in split_pdata(primitive, peer_max):
-                    kick |= self._perform_now(self.connection.send(part, now))
+                    kick |= self._perform_now(connection.send(part, now))
             else:
-                kick = self._perform_now(self.connection.send(primitive, now))
-                if isinstance(primitive, AAssociateRqPDU):
+                kick = self._perform_now(connection.send(primitive, now))
+                if is_rq:
                     self._requests += 1
-            later = self.connection.timer_deadline
+            later = connection.timer_deadline
             # ARTIM (re)started: the loop must wait for the new, earlier deadline.
-            kick |= later is not None and (deadline is None or later < deadline)
+            if later is not None and (deadline is None or later < deadline):
+                kick = True
         if kick:
             self._kick()
-        if self._out_bytes >= _OUT_HIGH_WATER:
+        if self._out.size >= _OUT_HIGH_WATER:
             self._wait_for_room()
 
     def receive(self, timeout: float | None) -> PDU:
@@ -283,6 +370,14 @@ class DULServiceProvider(threading.Thread):
         with self._lock:
             self._terminate = True
             self._killed = True
+        if not self._threaded and self._pump.acquire(blocking=False):
+            # Nobody runs the loop: this thread ends the association, no wakeup needed.
+            try:
+                if not self._exited:
+                    self._pump_once(0)
+            finally:
+                self._pump.release()
+            return
         self._wake()
         if threading.current_thread() is self or self._pumper == threading.get_ident():
             return  # called by an observer in the loop thread: the loop ends it on return
@@ -316,29 +411,35 @@ class DULServiceProvider(threading.Thread):
 
     def _pump_until_indication(self, timeout: float | None) -> object:
         """Run the loop in this thread until an indication is queued or the timeout passes."""
+        incoming, pump = self._incoming, self._pump
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            if not self._incoming.empty():
+            if not incoming.empty():
                 try:
-                    return self._incoming.get_nowait()
+                    return incoming.get_nowait()
                 except queue.Empty:  # another receiver took it
                     pass
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                self._raise_if_failed()
-                raise TimeoutError(f"no PDU within {timeout} s")
-            if self._pump.acquire(timeout=-1 if remaining is None else remaining):
+            if deadline is None:
+                remaining = None
+                acquired = pump.acquire()
+            else:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self._raise_if_failed()
+                    raise TimeoutError(f"no PDU within {timeout} s")
+                acquired = pump.acquire(timeout=remaining)
+            if acquired:
                 try:
                     if not self._exited:
                         self._pump_once(remaining)
                 finally:
-                    self._pump.release()
+                    pump.release()
 
-    def _pump_once(self, timeout: float | None) -> None:
+    def _pump_once(self, timeout: float | None, *, io: bool = True) -> None:
         """One turn of the loop in the calling thread, which holds _pump (threaded=False)."""
-        self._pumper = threading.get_ident()
+        self._pumper = _get_ident()
         try:
-            if self._step(timeout) or (self._terminate and self._step(0)):
+            if self._step(timeout, io=io) or (self._terminate and self._step(0)):
                 self._shutdown()
         except BaseException as exc:
             self._fail(exc)
@@ -355,7 +456,7 @@ class DULServiceProvider(threading.Thread):
             return
         try:
             if not self._exited:
-                self._pump_once(0)
+                self._pump_once(0, io=False)  # the next receive() waits for input
         finally:
             self._pump.release()
 
@@ -363,14 +464,14 @@ class DULServiceProvider(threading.Thread):
         """Block until the queued output falls under _OUT_LOW_WATER or the transport is gone."""
         if threading.current_thread() is self or self._pumper == threading.get_ident():
             return  # an observer in the loop: the loop cannot wait for itself
-        if self._threaded:
+        if self._room is not None:
             if not self.is_alive():
                 return  # nobody would ever flush it
             with self._room:
-                while self._out_bytes >= _OUT_LOW_WATER and self._sock is not None:
+                while self._out.size >= _OUT_LOW_WATER and self._sock is not None:
                     self._room.wait()
             return
-        while self._out_bytes >= _OUT_LOW_WATER and self._sock is not None and not self._exited:
+        while self._out.size >= _OUT_LOW_WATER and self._sock is not None and not self._exited:
             with self._pump:
                 if not self._exited:
                     self._pump_once(None)
@@ -386,34 +487,38 @@ class DULServiceProvider(threading.Thread):
         """The current PS3.8 state (Sta1..Sta13)."""
         return self.connection.state
 
-    def _on_transition(self, transition: Transition) -> None:
-        """Log one line per transition at DEBUG, then tell the observers."""
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "%s + %s -> %s -> %s",
-                transition.state.value,
-                transition.event.value,
-                transition.action.value,
-                transition.next_state.value,
-            )
-        for observer in self._observers:
-            observer(transition)
-
     # ----------------------------------------------------------------- the loop
 
-    def _step(self, timeout: float | None) -> bool:
-        """One turn: drain effects, wait for input (at most `timeout`), handle it. True: exit."""
-        self._drain()
+    def _step(self, timeout: float | None, *, io: bool = True) -> bool:
+        """One turn: drain effects, wait for input (at most `timeout`), handle it. True: exit.
+
+        With `io=False` (a kick from send() while no thread runs the loop) the turn performs
+        effects and due timers but does not poll the socket unless output waits for room.
+        """
+        if self._effects:
+            self._drain()
         if self._terminate:
             self._end_association()
             return True
         if self._one_shot and self._sock is None and self.connection.state is State.Sta1:
             return True  # PS3.8 §9.1.1: one association per connection, and it has ended
-        self._update_interest()
         due = self._next_deadline()
-        wait = None if due is None else max(0.0, due - time.monotonic())
-        if timeout is not None:
-            wait = timeout if wait is None else min(wait, timeout)
+        if not io and not self._out:
+            if due is not None:
+                now = time.monotonic()
+                if now >= due:
+                    self._check_deadlines(now)
+                    if self._effects:
+                        self._drain()
+            return False
+        self._update_interest()
+        wait = timeout
+        if due is not None:
+            wait = due - time.monotonic()
+            if wait < 0.0:
+                wait = 0.0
+            if timeout is not None and timeout < wait:
+                wait = timeout
         events = self._selector.select(wait)
         now = time.monotonic()
         for key, mask in events:
@@ -422,9 +527,9 @@ class DULServiceProvider(threading.Thread):
             elif self._connecting:
                 self._finish_connect()
             else:
-                if mask & selectors.EVENT_WRITE:
+                if mask & _WRITE:
                     self._flush()
-                if mask & selectors.EVENT_READ and self._sock is not None:
+                if mask & _READ and self._sock is not None:
                     self._read()
         if due is not None and now >= due:
             self._check_deadlines(now)  # deadlines set since are later than `now`
@@ -434,11 +539,13 @@ class DULServiceProvider(threading.Thread):
 
     def _next_deadline(self) -> float | None:
         """The nearest deadline (ARTIM, application timeout, bounded send or connect) or None."""
-        with self._lock:
-            nearest = self.connection.timer_deadline
-            for deadline in (self._send_deadline, self._connect_deadline):
-                if deadline is not None and (nearest is None or deadline < nearest):
-                    nearest = deadline
+        # Read without the lock: a send() that sets an earlier deadline wakes the loop (kick).
+        nearest = self.connection.timer_deadline
+        sending, connecting = self._send_deadline, self._connect_deadline
+        if sending is not None and (nearest is None or sending < nearest):
+            nearest = sending
+        if connecting is not None and (nearest is None or connecting < nearest):
+            nearest = connecting
         return nearest
 
     def _check_deadlines(self, now: float) -> None:
@@ -463,49 +570,64 @@ class DULServiceProvider(threading.Thread):
                 if not self._effects:
                     return
                 effect = self._effects.popleft()
-                if isinstance(effect, (SendPDU, CloseTransport)):
+                if type(effect) is SendPDU or type(effect) is CloseTransport:
                     self._perform(effect)  # under the lock: ordered with send()'s own writes
                     continue
             self._perform(effect)  # a connector may block; the queue needs no lock
 
+    def _perform_in_order(self, effects: list[Effect]) -> None:
+        """Under the lock: perform an event's effects now, unless earlier effects still wait.
+
+        For the input events (Evt2, Evt3 … Evt19), whose actions never open a transport. An
+        effect that fails (a write error: Evt17) queues its own effects after these.
+        """
+        if self._effects:
+            self._effects.extend(effects)
+            return
+        for effect in effects:
+            if type(effect) is Indicate:
+                self._incoming.put(effect.primitive)  # the usual effect: as _perform
+            else:
+                self._perform(effect)
+
     def _perform_now(self, effects: list[Effect]) -> bool:
         """Write a primitive's PDUs now, in order, unless effects wait; True: kick the loop."""
-        if (
-            self._effects
-            or self._sock is None
-            or self._connecting
-            or not all(isinstance(effect, _INLINE_EFFECTS) for effect in effects)
-        ):
+        if self._effects or self._sock is None or self._connecting:
             self._effects.extend(effects)
             return True
         for effect in effects:
-            if isinstance(effect, SendPDU):
+            if not isinstance(effect, _INLINE_EFFECTS):
+                self._effects.extend(effects)
+                return True
+        for effect in effects:
+            if type(effect) is SendPDU:
                 self._write(effect)  # StartTimer/StopTimer: the loop reads the deadline
         # A partial write leaves output the loop must watch for; an error leaves effects.
-        return bool(self._effects) or bool(self._out and not self._mask & selectors.EVENT_WRITE)
+        return bool(self._effects) or bool(self._out and not self._mask & _WRITE)
 
     def _perform(self, effect: Effect) -> None:
         """Carry out one effect of an action."""
-        if isinstance(effect, SendPDU):
-            self._write(effect)
-        elif isinstance(effect, Indicate):
+        if isinstance(effect, Indicate):
             self._incoming.put(effect.primitive)
-        elif isinstance(effect, OpenTransport):
-            self._open()
+        elif isinstance(effect, SendPDU):
+            self._write(effect)
         elif isinstance(effect, CloseTransport):
             self._close_socket(flush=True)
+        elif isinstance(effect, OpenTransport):
+            self._open()
         # StartTimer / StopTimer: the loop reads connection.timer_deadline before each wait.
 
     # ----------------------------------------------------------------- transport
 
-    def _attach(self, sock: socket.socket) -> None:
+    def _attach(self, sock: socket.socket, *, nonblocking: bool = False) -> None:
         """Take ownership of a connected socket: non-blocking, TCP_NODELAY, registered."""
-        sock.setblocking(False)
+        if not nonblocking:
+            sock.setblocking(False)
         with contextlib.suppress(OSError):  # AF_UNIX socketpairs in tests have no TCP options
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock = sock
-        self._selector.register(sock, selectors.EVENT_READ)
-        self._mask = selectors.EVENT_READ
+        self._selector.register(sock, _READ)
+        self._mask = _READ
 
     def _open(self) -> None:
         """AE-1: issue TRANSPORT CONNECT; Evt2 follows when the connection completes."""
@@ -532,14 +654,28 @@ class DULServiceProvider(threading.Thread):
             return
         assert self.address is not None
         try:
-            sock = socket.socket(_family(self.address[0]), socket.SOCK_STREAM)
+            sock = socket.socket(_family(self.address[0]), _STREAM)
         except OSError as exc:
             log.warning("cannot create socket: %s", exc)
             self._connect_failed(now)
             return
-        sock.setblocking(False)
+        if _STREAM == socket.SOCK_STREAM:  # pragma: no cover - no SOCK_NONBLOCK
+            sock.setblocking(False)
         err = sock.connect_ex(self.address)
-        if err not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK):
+        if err in _IN_PROGRESS:
+            # A near peer (loopback, LAN) completes the handshake within connect(2): asking
+            # once more says 0 or EISCONN (connected) or the error (failed) without a trip
+            # through poll(2); a connect still in progress is watched as before.
+            err = sock.connect_ex(self.address)
+            if err == errno.EISCONN:
+                err = 0
+        if err == 0:
+            # PS3.8 §9.1.2: the transport connection is confirmed (Evt2 → AE-2).
+            self._attach(sock, nonblocking=True)
+            self._connected(now)
+            return
+        if err not in _IN_PROGRESS:
+            # A failed TRANSPORT CONNECT: Evt17 in Sta4 (AA-4), as from _finish_connect.
             sock.close()
             log.warning("TCP connect to %s failed: %s", self.address, errno.errorcode.get(err))
             self._connect_failed(now)
@@ -547,7 +683,7 @@ class DULServiceProvider(threading.Thread):
         self._sock = sock
         self._connecting = True
         self._connect_deadline = now + self._connect_timeout
-        self._selector.register(sock, selectors.EVENT_WRITE)
+        self._selector.register(sock, _WRITE)
 
     def _finish_connect(self) -> None:
         """The non-blocking connect completed: Evt2 on success, Evt17 (AA-4) on failure."""
@@ -564,7 +700,7 @@ class DULServiceProvider(threading.Thread):
             log.warning("TCP connect to %s failed: %s", self.address, errno.errorcode.get(err))
             self._connect_failed(now)
             return
-        self._attach(sock)
+        self._attach(sock, nonblocking=True)
         self._connected(now)
 
     def _is_current_connect(self, ticket: int) -> bool:
@@ -575,7 +711,7 @@ class DULServiceProvider(threading.Thread):
     def _connected(self, now: float) -> None:
         """PS3.8 §9.1.2: the connection is confirmed (Evt2 → AE-2 sends the A-ASSOCIATE-RQ)."""
         with self._lock:
-            self._effects.extend(self.connection.transport_connected(now))
+            self._perform_in_order(self.connection.transport_connected(now))
 
     def _connect_failed(self, now: float) -> None:
         """A failed TRANSPORT CONNECT is a closed transport in Sta4 (Evt17 → AA-4)."""
@@ -608,68 +744,40 @@ class DULServiceProvider(threading.Thread):
             if not size:
                 self._transport_lost(now)
             elif buffer is None:
-                self._effects.extend(self.connection.receive_bytes(data, now))
+                self._perform_in_order(self.connection.receive_bytes(data, now))
             else:
-                self._effects.extend(self.connection.receive_into(size, now))
+                self._perform_in_order(self.connection.receive_into(size, now))
 
     def _write(self, effect: SendPDU) -> None:
         """Write one PDU in one system call (gathering its parts) when the socket takes it."""
         if self._sock is None:
             return  # the transport is gone: PS3.8 §7.3, data in transit may be lost
-        parts = effect.parts if len(effect.parts) <= _MAX_PARTS else (effect.data,)
-        if self._out:
-            self._queue_output(parts, 0)
-            return
+        queued_before = bool(self._out)
         try:
-            sent = self._sock.send(parts[0]) if len(parts) == 1 else self._sock.sendmsg(parts)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
+            queued = self._out.write(self._sock, effect)
         except OSError as exc:
             log.info("transport error while writing: %s", exc)
             self._transport_lost(time.monotonic())
             return
-        if sent < effect.size:
-            self._queue_output(parts, sent)
+        if queued and not queued_before:
             self._send_deadline = time.monotonic() + self._send_timeout
-
-    def _queue_output(self, parts: Sequence[bytes | memoryview], skip: int) -> None:
-        """Queue what the socket did not take: the parts after their first `skip` bytes."""
-        for part in parts:
-            size = len(part)
-            if skip >= size:
-                skip -= size
-                continue
-            self._out.append(memoryview(part)[skip:])
-            self._out_bytes += size - skip
-            skip = 0
 
     def _flush(self) -> None:
         """Write pending output while the socket takes it; re-arm the bounded-send deadline."""
         with self._lock:
-            while self._out and self._sock is not None:
-                chunks = list(itertools.islice(self._out, _MAX_PARTS))
-                try:
-                    sent = self._sock.sendmsg(chunks)  # gathered: headers do not go alone
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError as exc:
-                    log.info("transport error while writing: %s", exc)
-                    self._transport_lost(time.monotonic())
-                    return
-                self._send_deadline = time.monotonic() + self._send_timeout
-                self._out_bytes -= sent
-                for chunk in chunks:
-                    if sent < len(chunk):
-                        self._out[0] = chunk[sent:]
-                        break
-                    sent -= len(chunk)
-                    self._out.popleft()
-                else:
-                    continue
-                break  # the socket is full
+            if self._sock is None:
+                return
+            try:
+                sent = self._out.flush(self._sock)
+            except OSError as exc:
+                log.info("transport error while writing: %s", exc)
+                self._transport_lost(time.monotonic())
+                return
             if not self._out:
                 self._send_deadline = None
-            if self._out_bytes < _OUT_LOW_WATER:
+            elif sent:
+                self._send_deadline = time.monotonic() + self._send_timeout
+            if self._out.size < _OUT_LOW_WATER and self._room is not None:
                 self._room.notify_all()
 
     def _transport_lost(self, now: float) -> None:
@@ -686,24 +794,28 @@ class DULServiceProvider(threading.Thread):
             sock = self._sock
             if sock is None:
                 return
-            if flush and self._out and not self._connecting:
-                with contextlib.suppress(OSError):
-                    for chunk in self._out:
-                        sock.send(chunk)
-            self._out.clear()
-            self._out_bytes = 0
-            self._mask = 0
+            self._out.drop(sock if flush and not self._connecting else None)
             self._send_deadline = None
             self._connect_deadline = None
+            if self._mask or self._connecting:  # registered: unregister before the fd is reused
+                with contextlib.suppress(KeyError, ValueError):
+                    self._selector.unregister(sock)
+            self._mask = 0
             self._connecting = False
-            with contextlib.suppress(KeyError, ValueError):
-                self._selector.unregister(sock)
             sock.close()
             self._sock = None
-            self._room.notify_all()
+            if self._room is not None:
+                self._room.notify_all()
 
     def _update_interest(self) -> None:
         """Watch for output room while output waits; for input unless a bound is reached."""
+        if (
+            self._mask == _READ
+            and not self._out
+            and not self._input_paused
+            and self._incoming.qsize() < _MAX_QUEUED
+        ):
+            return  # the usual turn: reading, nothing to write (send() wakes us if that changes)
         with self._lock:  # send() appends output and reads the mask under it
             sock = self._sock
             if sock is None or self._connecting:
@@ -711,12 +823,11 @@ class DULServiceProvider(threading.Thread):
             # Announce the pause before checking the queue, so that a receive() in between
             # wakes the loop instead of being missed.
             self._input_paused = True
-            self._input_paused = (
-                self._out_bytes >= _OUT_HIGH_WATER or self._incoming.qsize() >= _MAX_QUEUED
-            )
-            mask = 0 if self._input_paused else selectors.EVENT_READ
+            paused = self._out.size >= _OUT_HIGH_WATER or self._incoming.qsize() >= _MAX_QUEUED
+            self._input_paused = paused
+            mask = 0 if paused else _READ
             if self._out:
-                mask |= selectors.EVENT_WRITE
+                mask |= _WRITE
             if mask == self._mask:
                 return
             if not mask:
@@ -765,6 +876,26 @@ class DULServiceProvider(threading.Thread):
             raise self._error
 
 
+def _transition_observer(observers: list[Observer]) -> Observer:
+    """The connection's observer: log one line per transition at DEBUG, then tell `observers`."""
+
+    debug_enabled = log.isEnabledFor  # the level is read at each call: it may change
+
+    def on_transition(transition: Transition) -> None:
+        if debug_enabled(logging.DEBUG):
+            log.debug(
+                "%s + %s -> %s -> %s",
+                transition.state.value,
+                transition.event.value,
+                transition.action.value,
+                transition.next_state.value,
+            )
+        for observer in observers:
+            observer(transition)
+
+    return on_transition
+
+
 class _Wakeup:
     """A non-blocking wakeup for a selector: an eventfd on Linux, a socketpair elsewhere."""
 
@@ -780,7 +911,7 @@ class _Wakeup:
             self._fd = self._pair[0].fileno()
 
     def fileno(self) -> int:
-        """The descriptor the selector watches."""
+        """The descriptor the loop watches."""
         return self._fd
 
     def set(self) -> None:

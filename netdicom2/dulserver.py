@@ -28,12 +28,10 @@ import socket
 import sys
 import threading
 import time
-from collections import deque
-from collections.abc import Sequence
 from typing import Protocol
 
 from netdicom2.connection import CloseTransport, Connection, Effect, Indicate, SendPDU
-from netdicom2.dulprovider import split_pdata
+from netdicom2.dulprovider import OutputQueue, split_pdata
 from netdicom2.exceptions import LocalProtocolError, ProviderStoppedError
 from netdicom2.fsm import State
 from netdicom2.pdu import PDU, AAbortPDU, AAssociateRjPDU, AAssociateRqPDU, PDataTfPDU
@@ -44,7 +42,6 @@ log = logging.getLogger("netdicom2.server")
 
 _RECV_SIZE = 1 << 16  # below glibc's mmap threshold; large PDUs are received in place
 _OUT_HIGH_WATER = 1 << 20  # stop reading a connection while this much output waits for it
-_MAX_PARTS = 64  # pieces gathered by one sendmsg(2), well under IOV_MAX
 # After accept() fails for lack of resources (EMFILE, ENFILE, ENOBUFS, ENOMEM) the listener is
 # not watched for this long instead of spinning on a listener that stays readable; connections
 # wait in the backlog (PS3.8 §9.1.4 Note 1: temporary lack of resources).
@@ -73,7 +70,6 @@ class Channel:
 
     __slots__ = (
         "_out",
-        "_out_bytes",
         "_send_deadline",
         "connection",
         "finished",
@@ -99,8 +95,7 @@ class Channel:
         self.mask = 0  # what the selector watches on the socket
         self.scheduled: float | None = None  # the deadline this channel has in the heap
         self.idle_deadline: float | None = None
-        self._out: deque[memoryview] = deque()
-        self._out_bytes = 0
+        self._out = OutputQueue()
         self._send_deadline: float | None = None
 
     @property
@@ -207,55 +202,30 @@ class Channel:
         sock = self.sock
         if sock is None:
             return  # the transport is gone: PS3.8 §7.3, data in transit may be lost
-        parts = effect.parts if len(effect.parts) <= _MAX_PARTS else (effect.data,)
-        if self._out:
-            self._queue(parts, 0)
-            return
+        queued_before = bool(self._out)
         try:
-            sent = sock.send(parts[0]) if len(parts) == 1 else sock.sendmsg(parts)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
+            queued = self._out.write(sock, effect)
         except OSError as exc:
             log.info("transport error while writing: %s", exc)
             self.transport_lost(time.monotonic())
             return
-        if sent < effect.size:
-            self._queue(parts, sent)
+        if queued and not queued_before:
             self._send_deadline = time.monotonic() + self.server.send_timeout
-
-    def _queue(self, parts: Sequence[bytes | memoryview], skip: int) -> None:
-        """Queue what the socket did not take: the parts after their first ``skip`` bytes."""
-        for part in parts:
-            size = len(part)
-            if skip >= size:
-                skip -= size
-                continue
-            self._out.append(memoryview(part)[skip:])
-            self._out_bytes += size - skip
-            skip = 0
 
     def flush(self) -> None:
         """Write queued output while the socket takes it; re-arm the bounded-send deadline."""
-        out = self._out
-        while out and self.sock is not None:
-            chunks = list(itertools.islice(out, _MAX_PARTS))
-            try:
-                sent = self.sock.sendmsg(chunks)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                log.info("transport error while writing: %s", exc)
-                self.transport_lost(time.monotonic())
-                return
+        if self.sock is None:
+            return
+        try:
+            sent = self._out.flush(self.sock)
+        except OSError as exc:
+            log.info("transport error while writing: %s", exc)
+            self.transport_lost(time.monotonic())
+            return
+        if not self._out:
+            self._send_deadline = None
+        elif sent:
             self._send_deadline = time.monotonic() + self.server.send_timeout
-            self._out_bytes -= sent
-            for chunk in chunks:
-                if sent < len(chunk):
-                    out[0] = chunk[sent:]
-                    return  # the socket is full
-                sent -= len(chunk)
-                out.popleft()
-        self._send_deadline = None
 
     def transport_lost(self, now: float) -> None:
         """Peer close, reset, network failure or stalled peer: Evt17 (AA-4, AA-5 or AR-5)."""
@@ -268,12 +238,7 @@ class Channel:
         sock = self.sock
         if sock is None:
             return
-        if flush:
-            with contextlib.suppress(OSError):
-                for chunk in self._out:
-                    sock.send(chunk)
-        self._out.clear()
-        self._out_bytes = 0
+        self._out.drop(sock if flush else None)
         self._send_deadline = None
         self.server.forget_socket(self, sock)
         self.sock = None
@@ -281,7 +246,7 @@ class Channel:
 
     def wanted_mask(self) -> int:
         """Read unless output is backed up (bounded memory); write while output waits."""
-        mask = 0 if self._out_bytes >= _OUT_HIGH_WATER else selectors.EVENT_READ
+        mask = 0 if self._out.size >= _OUT_HIGH_WATER else selectors.EVENT_READ
         return mask | selectors.EVENT_WRITE if self._out else mask
 
     def deadline(self) -> float | None:

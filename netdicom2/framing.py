@@ -98,12 +98,10 @@ class PDUFramer:
         max_other_length: int = DEFAULT_MAX_OTHER_LENGTH,
     ) -> None:
         """Limits apply to the PDU-length field: P-DATA-TF (type 04H) and all other types."""
-        for name, value in (
-            ("max_pdata_length", max_pdata_length),
-            ("max_other_length", max_other_length),
-        ):
-            if not 0 <= value <= _MAX_LENGTH_FIELD:
-                raise ValueError(f"{name} must be in 0..2**32-1, not {value}")
+        if not 0 <= max_pdata_length <= _MAX_LENGTH_FIELD:
+            raise ValueError(f"max_pdata_length must be in 0..2**32-1, not {max_pdata_length}")
+        if not 0 <= max_other_length <= _MAX_LENGTH_FIELD:
+            raise ValueError(f"max_other_length must be in 0..2**32-1, not {max_other_length}")
         self.max_pdata_length = max_pdata_length
         self.max_other_length = max_other_length
         self._parts: list[memoryview | bytes] = []  # bytes of the PDU in progress
@@ -194,6 +192,9 @@ class PDUFramer:
         """Frame data into out; raise on a refused header (PS3.8 §9.1.3, Annex D.1)."""
         view = memoryview(data if type(data) is bytes else bytes(data))
         size = len(view)
+        if not self._have and size >= 6 and self._size(view, 0) == size:
+            out.append(view)  # the usual read: exactly one whole PDU (nothing in progress)
+            return
         pos = 0
         if self._body is not None:
             # The PDU in progress already has its own buffer (body_buffer): fill it.

@@ -776,7 +776,7 @@ def decode_item_list(
 def _decode_user_info(buf: bytes, text: str, start: int, end: int, reserved: int) -> AnyItem:
     """User Information item 50H and its sub-items (PS3.8 §9.3.2.3, Annex D)."""
     subs = decode_item_list(buf, text, start, end, _USER_INFO_DECODERS)
-    return UserInformationItem(cast(list[SubItem], subs), reserved)
+    return UserInformationItem(cast("list[SubItem]", subs), reserved)  # a str: no alias built
 
 
 #: Item decoders by type byte inside an A-ASSOCIATE-RQ (PS3.8 Table 9-11).

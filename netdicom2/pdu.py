@@ -227,22 +227,16 @@ def _decode_associate(
         _fail(error.reason, pdu_type, error.offset, error.field, error.abort_reason)
     # PS3.8 Tables 9-11/9-17: exactly one Application Context item, one or more Presentation
     # Context items, exactly one User Information item (missing: invalid; repeated: unexpected).
-    app = pcs = info = 0
-    for item in items:
-        kind = type(item)
-        if kind is pc_class:
-            pcs += 1
-        elif kind is ApplicationContextItem:
-            app += 1
-        elif kind is UserInformationItem:
-            info += 1
+    kinds = [type(item) for item in items]
+    app = kinds.count(ApplicationContextItem)
+    info = kinds.count(UserInformationItem)
     for count, name in ((app, "application context"), (info, "user information")):
         if count != 1:
             reason = _INVALID if count == 0 else AbortReason.UNEXPECTED_PDU_PARAMETER
             _fail(
                 f"{count} {name} items (exactly one required)", pdu_type, 74, f"{name} item", reason
             )
-    if not pcs:
+    if pc_class not in kinds:
         _fail(
             "no presentation context item (one or more required)",
             pdu_type,
@@ -250,7 +244,8 @@ def _decode_associate(
             "presentation context item",
         )
     head = _ASSOCIATE.unpack_from(buf)
-    return (text[10:26], text[26:42], cast(list[Item], items), head[3], head[7], head[4], head[1])
+    fields = cast("list[Item]", items)  # a str: no alias object built per PDU
+    return (text[10:26], text[26:42], fields, head[3], head[7], head[4], head[1])
 
 
 @dataclass(slots=True)

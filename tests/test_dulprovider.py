@@ -13,8 +13,9 @@ from collections.abc import Iterator
 import pytest
 
 from netdicom2.acse import build_rq, negotiate
+from netdicom2.actions import SendPDU
 from netdicom2.connection import Transition
-from netdicom2.dulprovider import DULServiceProvider, split_pdata
+from netdicom2.dulprovider import DULServiceProvider, OutputQueue, split_pdata
 from netdicom2.exceptions import LocalProtocolError, ProviderStoppedError, TimeoutError
 from netdicom2.fsm import State
 from netdicom2.items import PresentationDataValueItem
@@ -485,3 +486,44 @@ def test_a_large_pdata_is_written_without_copying_and_send_blocks_at_the_high_wa
     thread.join(WAIT)
     assert bytes(received[12:]) == payload  # the PDV header, then the fragment intact
     acceptor.kill()
+
+
+def test_output_queue_keeps_order_and_never_copies_a_fragment() -> None:
+    """What a full socket does not take waits, as views of the PDU, and leaves in order."""
+    sender, receiver = socket.socketpair()
+    sender.setblocking(False)
+    sender.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    fragment = memoryview(bytes(range(256)) * 4096)  # 1 MiB: more than the socket takes
+    pdus = [PDataTfPDU([PresentationDataValueItem(1, 0x00, fragment)]) for _ in range(2)]
+    effects = [SendPDU(pdu, parts=pdu.encode_parts()) for pdu in pdus]
+    out = OutputQueue()
+    try:
+        assert out.write(sender, effects[0]) is True  # the socket took part of it
+        assert out.write(sender, effects[1]) is True  # queued whole behind the first
+        expected = b"".join(effect.data for effect in effects)
+        assert 0 < out.size < len(expected)
+        received = bytearray()
+        while out:
+            received += receiver.recv(1 << 20)
+            out.flush(sender)
+        while len(received) < len(expected):
+            received += receiver.recv(1 << 20)
+        assert received == expected and out.size == 0
+    finally:
+        sender.close()
+        receiver.close()
+
+
+def test_output_queue_drop_writes_what_fits_then_forgets() -> None:
+    sender, receiver = socket.socketpair()
+    sender.setblocking(False)
+    pdu = AReleaseRqPDU()
+    out = OutputQueue()
+    try:
+        out._add([pdu.encode()], 0)  # as if the socket had refused it
+        out.drop(sender)
+        assert receiver.recv(64) == pdu.encode()
+        assert not out and out.size == 0
+    finally:
+        sender.close()
+        receiver.close()
