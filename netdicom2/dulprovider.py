@@ -29,16 +29,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import itertools
 import logging
-import os
 import queue
 import selectors
 import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from netdicom2.connection import (
@@ -54,8 +52,8 @@ from netdicom2.connection import (
 )
 from netdicom2.exceptions import LocalProtocolError, ProviderStoppedError, TimeoutError
 from netdicom2.fsm import State
-from netdicom2.items import PresentationDataValueItem
 from netdicom2.pdu import PDU, AAbortPDU, AAssociateRqPDU, PDataTfPDU
+from netdicom2.transport import OutputQueue, Wakeup, receive, split_pdata
 
 __all__ = ["DULServiceProvider", "OutputQueue", "split_pdata"]
 
@@ -65,9 +63,6 @@ Address = tuple[str, int]
 Connector = Callable[[Address], socket.socket]
 Observer = Callable[[Transition], None]
 
-# Below glibc's mmap threshold: each read allocates from the heap. The rest of a large PDU is
-# received straight into its own buffer instead (Connection.receive_buffer).
-_RECV_SIZE = 1 << 16
 _STOPPED = object()  # placed in the incoming queue when the loop exits
 # Bounded memory: the loop stops reading the socket while this much output waits for a peer
 # that does not read, or this many indications wait for a user that does not receive; TCP flow
@@ -78,8 +73,6 @@ _OUT_LOW_WATER = 1 << 19
 _MAX_QUEUED = 64
 # Effects of a user primitive that send() performs itself (the rest go to the loop).
 _INLINE_EFFECTS = (SendPDU, StartTimer, StopTimer)
-# A P-DATA-TF's pieces are gathered by one sendmsg(2), well under IOV_MAX; more are joined.
-_MAX_PARTS = 64
 # A selector watches one socket and one wakeup: poll(2) needs no kernel object per provider
 # (epoll costs three more system calls per association).
 _Selector = getattr(selectors, "PollSelector", selectors.DefaultSelector)
@@ -90,117 +83,6 @@ _WRITE = selectors.EVENT_WRITE
 _STREAM = socket.SOCK_STREAM | getattr(socket, "SOCK_NONBLOCK", 0)
 # connect_ex results of a TCP connect that has not completed yet.
 _IN_PROGRESS = frozenset({errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK})
-
-
-def split_pdata(pdu: PDataTfPDU, max_pdu_length: int) -> list[PDataTfPDU]:
-    """Cut a P-DATA-TF so that no PDU-length exceeds the peer's maximum (PS3.8 Annex D.1, E.1).
-
-    A PDV is never split across PDUs as such: an oversized fragment becomes several fragments,
-    all but the last with bit 1 of the message control header cleared (PS3.8 Annex E.2). Each
-    fragment is even-length when the original is, and slicing never copies the payload.
-    """
-    if max_pdu_length <= 0 or _pdata_length(pdu.data_value_items) <= max_pdu_length:
-        return [pdu]
-    # 6 = PDV item-length (4) + presentation context ID (1) + message control header (1).
-    room = (max_pdu_length - 6) & ~1
-    if room <= 0:
-        raise ValueError(f"peer maximum PDU length {max_pdu_length} cannot carry any PDV")
-    out: list[PDataTfPDU] = []
-    for item in pdu.data_value_items:
-        fragment = memoryview(item.fragment)
-        if len(fragment) <= room:
-            out.append(PDataTfPDU([item]))
-            continue
-        last_bit = item.control_header & 0x02
-        more = item.control_header & ~0x02 & 0xFF
-        for start in range(0, len(fragment), room):
-            piece = fragment[start : start + room]
-            header = more | last_bit if start + room >= len(fragment) else more
-            out.append(PDataTfPDU([PresentationDataValueItem(item.context_id, header, piece)]))
-    return out
-
-
-def _pdata_length(items: Iterable[PresentationDataValueItem]) -> int:
-    """PDU-length of a P-DATA-TF: each PDV item is 4 + 1 + 1 + fragment bytes (Table 9-23)."""
-    length = 0
-    for item in items:
-        length += 6 + len(item.fragment)
-    return length
-
-
-class OutputQueue:
-    """Bytes of PDUs the socket has not taken yet, kept as views of the PDUs (no copy)."""
-
-    __slots__ = ("_chunks", "size")
-
-    def __init__(self) -> None:
-        self._chunks: deque[memoryview] = deque()
-        self.size = 0  # bytes queued
-
-    def __bool__(self) -> bool:
-        return bool(self._chunks)
-
-    def write(self, sock: socket.socket, effect: SendPDU) -> bool:
-        """Send a PDU in one system call (its parts gathered) behind any queued output.
-
-        What the socket does not take is queued; True when this PDU left bytes queued (behind
-        earlier output it is queued whole). OSError other than EAGAIN: the transport is lost.
-        """
-        parts = effect.parts if len(effect.parts) <= _MAX_PARTS else (effect.data,)
-        if self._chunks:
-            self._add(parts, 0)
-            return True
-        try:
-            sent = sock.send(parts[0]) if len(parts) == 1 else sock.sendmsg(parts)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        if sent < effect.size:
-            self._add(parts, sent)
-            return True
-        return False
-
-    def _add(self, parts: Sequence[bytes | memoryview], skip: int) -> None:
-        """Queue the parts after their first ``skip`` bytes (what the socket took)."""
-        for part in parts:
-            size = len(part)
-            if skip >= size:
-                skip -= size
-                continue
-            self._chunks.append(memoryview(part)[skip:])
-            self.size += size - skip
-            skip = 0
-
-    def flush(self, sock: socket.socket) -> int:
-        """Write queued bytes while the socket takes them, gathered by sendmsg(2); bytes sent.
-
-        OSError other than EAGAIN: the transport is lost.
-        """
-        chunks_queued = self._chunks
-        total = 0
-        while chunks_queued:
-            chunks = list(itertools.islice(chunks_queued, _MAX_PARTS))
-            try:
-                sent = sock.sendmsg(chunks)  # gathered: headers do not go alone
-            except (BlockingIOError, InterruptedError):
-                return total
-            total += sent
-            self.size -= sent
-            for chunk in chunks:
-                if sent < len(chunk):
-                    chunks_queued[0] = chunk[sent:]
-                    return total  # the socket is full
-                sent -= len(chunk)
-                chunks_queued.popleft()
-        return total
-
-    def drop(self, sock: socket.socket | None = None) -> None:
-        """Forget the queued bytes; given the closing socket, write them first, best effort."""
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                for chunk in self._chunks:
-                    sock.send(chunk)
-        self._chunks.clear()
-        self.size = 0
 
 
 class DULServiceProvider(threading.Thread):
@@ -256,7 +138,7 @@ class DULServiceProvider(threading.Thread):
         self._error: BaseException | None = None
         self._exited = False
         self._selector = _Selector()
-        self._wakeup = _Wakeup()
+        self._wakeup = Wakeup()
         self._selector.register(self._wakeup, _READ)
         self._sock: socket.socket | None = None
         # An acceptor serves the one association of its socket and exits when it is over.
@@ -726,27 +608,11 @@ class DULServiceProvider(threading.Thread):
             sock = self._sock
             if sock is None:
                 return
-            buffer = self.connection.receive_buffer()
-            data = b""
-            try:
-                if buffer is None:
-                    data = sock.recv(_RECV_SIZE)
-                    size = len(data)
-                else:
-                    size = sock.recv_into(buffer)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                log.info("transport error while reading: %s", exc)
+            effects = receive(sock, self.connection)
+            if effects is None:
                 self._transport_lost(time.monotonic())
-                return
-            now = time.monotonic()
-            if not size:
-                self._transport_lost(now)
-            elif buffer is None:
-                self._perform_in_order(self.connection.receive_bytes(data, now))
-            else:
-                self._perform_in_order(self.connection.receive_into(size, now))
+            elif effects:
+                self._perform_in_order(effects)
 
     def _write(self, effect: SendPDU) -> None:
         """Write one PDU in one system call (gathering its parts) when the socket takes it."""
@@ -894,58 +760,6 @@ def _transition_observer(observers: list[Observer]) -> Observer:
             observer(transition)
 
     return on_transition
-
-
-class _Wakeup:
-    """A non-blocking wakeup for a selector: an eventfd on Linux, a socketpair elsewhere."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()  # set() never writes to a descriptor closed (and reused)
-        self._pair: tuple[socket.socket, socket.socket] | None = None
-        if hasattr(os, "eventfd"):
-            self._fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        else:  # pragma: no cover - not Linux
-            self._pair = socket.socketpair()
-            for end in self._pair:
-                end.setblocking(False)
-            self._fd = self._pair[0].fileno()
-
-    def fileno(self) -> int:
-        """The descriptor the loop watches."""
-        return self._fd
-
-    def set(self) -> None:
-        """Make the descriptor readable (any thread); harmless once closed."""
-        with self._lock, contextlib.suppress(OSError):
-            if self._fd < 0:
-                return
-            if self._pair is None:
-                os.eventfd_write(self._fd, 1)
-            else:  # pragma: no cover - not Linux
-                self._pair[1].send(b"\0")
-
-    def clear(self) -> None:
-        """Consume every pending wakeup."""
-        with self._lock, contextlib.suppress(OSError):
-            if self._fd < 0:
-                return
-            if self._pair is None:
-                os.eventfd_read(self._fd)
-            else:  # pragma: no cover - not Linux
-                while self._pair[0].recv(4096):
-                    pass
-
-    def close(self) -> None:
-        """Release the descriptor(s)."""
-        with self._lock:
-            if self._fd < 0:
-                return
-            if self._pair is None:
-                os.close(self._fd)
-            else:  # pragma: no cover - not Linux
-                for end in self._pair:
-                    end.close()
-            self._fd = -1
 
 
 def _family(host: str) -> socket.AddressFamily:

@@ -31,16 +31,15 @@ import time
 from typing import Protocol
 
 from netdicom2.connection import CloseTransport, Connection, Effect, Indicate, SendPDU
-from netdicom2.dulprovider import OutputQueue, split_pdata
 from netdicom2.exceptions import LocalProtocolError, ProviderStoppedError
 from netdicom2.fsm import State
 from netdicom2.pdu import PDU, AAbortPDU, AAssociateRjPDU, AAssociateRqPDU, PDataTfPDU
+from netdicom2.transport import OutputQueue, receive, split_pdata
 
 __all__ = ["Channel", "DULServer", "Handler"]
 
 log = logging.getLogger("netdicom2.server")
 
-_RECV_SIZE = 1 << 16  # below glibc's mmap threshold; large PDUs are received in place
 _OUT_HIGH_WATER = 1 << 20  # stop reading a connection while this much output waits for it
 # After accept() fails for lack of resources (EMFILE, ENFILE, ENOBUFS, ENOMEM) the listener is
 # not watched for this long instead of spinning on a listener that stays readable; connections
@@ -171,31 +170,16 @@ class Channel:
 
     # ------------------------------------------------------------------ transport
 
-    def read(self, now: float) -> None:
+    def read(self) -> None:
         """Feed received bytes to the core (a large PDU lands in its own buffer); EOF: Evt17."""
         sock = self.sock
         if sock is None:
             return
-        connection = self.connection
-        buffer = connection.receive_buffer()
-        try:
-            if buffer is None:
-                data = sock.recv(_RECV_SIZE)
-                size = len(data)
-            else:
-                size = sock.recv_into(buffer)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            log.info("transport error while reading: %s", exc)
-            self.transport_lost(now)
-            return
-        if not size:
-            self.transport_lost(now)
-        elif buffer is None:
-            self.perform(connection.receive_bytes(data, now))
-        else:
-            self.perform(connection.receive_into(size, now))
+        effects = receive(sock, self.connection)
+        if effects is None:
+            self.transport_lost(time.monotonic())
+        elif effects:
+            self.perform(effects)
 
     def _write(self, effect: SendPDU) -> None:
         """Write one PDU in one system call (gathering its parts) when the socket takes it."""
@@ -397,7 +381,7 @@ class DULServer:
                     if mask & selectors.EVENT_WRITE:
                         channel.flush()
                     if mask & selectors.EVENT_READ:
-                        channel.read(now)
+                        channel.read()
                     self.settle(channel)
                 if paused_until is not None and now >= paused_until:
                     selector.register(listener, selectors.EVENT_READ)

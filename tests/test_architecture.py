@@ -14,10 +14,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("netdicom2", "conformance", "fuzz", "pcaps", "reports")
 
-# Modules of netdicom2 that may do I/O or threading: the threaded adapter, the CLI and the
-# example applications. Everything else is the sans-I/O library.
+# Modules of netdicom2 that may do I/O or threading: the adapters (the threaded provider, the
+# one-loop server and their shared socket plumbing), the CLI and the example applications.
+# Everything else is the sans-I/O library.
 IO_MODULES = frozenset({"socket", "selectors", "threading", "queue", "time"})
-IO_ALLOWED = ("dulprovider.py", "dulserver.py", "cli.py", "cli_*.py", "cli/*.py", "app_*.py")
+IO_ALLOWED = (
+    "dulprovider.py",
+    "dulserver.py",
+    "transport.py",
+    "cli.py",
+    "cli_*.py",
+    "cli/*.py",
+    "app_*.py",
+)
 
 # The conformance oracle is the shared CSV or an independent transcription, never the table
 # under test (a table must not be checked against itself).
@@ -133,6 +142,8 @@ def test_io_allow_list_matches_the_intended_modules() -> None:
     assert _io_allowed(netdicom2 / "dulprovider.py")
     assert _io_allowed(netdicom2 / "cli_harness.py")
     assert _io_allowed(netdicom2 / "app_scp.py")
+    assert _io_allowed(netdicom2 / "dulserver.py")
+    assert _io_allowed(netdicom2 / "transport.py")
     assert not _io_allowed(netdicom2 / "connection.py")
     assert not _io_allowed(netdicom2 / "fsm.py")
 

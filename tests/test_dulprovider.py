@@ -15,7 +15,7 @@ import pytest
 from netdicom2.acse import build_rq, negotiate
 from netdicom2.actions import SendPDU
 from netdicom2.connection import Transition
-from netdicom2.dulprovider import DULServiceProvider, OutputQueue, split_pdata
+from netdicom2.dulprovider import DULServiceProvider
 from netdicom2.exceptions import LocalProtocolError, ProviderStoppedError, TimeoutError
 from netdicom2.fsm import State
 from netdicom2.items import PresentationDataValueItem
@@ -28,6 +28,7 @@ from netdicom2.pdu import (
     PDataTfPDU,
     decode,
 )
+from netdicom2.transport import OutputQueue, split_pdata
 
 VERIFICATION = "1.2.840.10008.1.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"
