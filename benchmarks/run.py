@@ -149,6 +149,7 @@ def assoc_section(cfg: Settings, tmp: Path, results: dict[str, object]) -> None:
             "acceptor_cpu_ms": median(entry["acceptor_cpu"]) * 1e3,
             "spread": spread(run_medians[(req, acc)]),
             "n": len(entry["cycle"]),
+            "repeat_ms": [m * 1e3 for m in run_medians[(req, acc)]],
         }
         table[f"{req}->{acc}"] = row
         rows.append(
@@ -570,12 +571,25 @@ def goals(results: dict[str, object]) -> None:
     """The issue #9 goals against this run's figures."""
     rows: list[list[str]] = []
 
-    def check(name: str, value: float | None, goal: float, higher: bool, text: str) -> None:
+    def check(
+        name: str,
+        value: float | None,
+        goal: float,
+        higher: bool,
+        text: str,
+        repeats: list[float] | None = None,
+    ) -> None:
         if value is None:
             rows.append([name, "n/a", text, "not measured"])
             return
         ok = value >= goal if higher else value <= goal
         bound = f"{'≥' if higher else '≤'} {goal:g}"
+        if repeats and len(repeats) > 1:
+            # The same ratio repeat by repeat (interleaved): how often a noisy machine meets it.
+            met = sum(r >= goal if higher else r <= goal for r in repeats)
+            text += (
+                f"; met in {met} of {len(repeats)} repeats ({min(repeats):.1f}–{max(repeats):.1f})"
+            )
         rows.append([name, f"{value:.2f}", bound, ("met" if ok else "MISSED") + f" — {text}"])
 
     assoc = results.get("assoc")
@@ -585,14 +599,23 @@ def goals(results: dict[str, object]) -> None:
             row = assoc.get(key)
             return row["cycle_ms"] if row else None
 
+        def per_repeat(top: str, bottom: str) -> list[float]:
+            tops, bottoms = assoc[top]["repeat_ms"], assoc[bottom]["repeat_ms"]
+            return [a / b for a, b in zip(tops, bottoms, strict=False) if b]
+
         nd2, pn, dc = cycle("bare->nd2"), cycle("bare->pynetdicom"), cycle("bare->dcmtk")
         if nd2 and pn:
-            check("acceptor: pynetdicom / nd2", pn / nd2, 40, True, "bare client, cycle")
+            ratios = per_repeat("bare->pynetdicom", "bare->nd2")
+            check("acceptor: pynetdicom / nd2", pn / nd2, 40, True, "bare client, cycle", ratios)
         if nd2 and dc:
-            check("acceptor: nd2 / storescp", nd2 / dc, 3, False, "bare client, cycle")
+            ratios = per_repeat("bare->nd2", "bare->dcmtk")
+            check("acceptor: nd2 / storescp", nd2 / dc, 3, False, "bare client, cycle", ratios)
         ours, pn_req = cycle("netdicom2->bare"), cycle("pynetdicom->bare")
         if ours and pn_req:
-            check("requestor: pynetdicom / nd2", pn_req / ours, 40, True, "bare server, cycle")
+            ratios = per_repeat("pynetdicom->bare", "netdicom2->bare")
+            check(
+                "requestor: pynetdicom / nd2", pn_req / ours, 40, True, "bare server, cycle", ratios
+            )
         echo = results.get("echoscu")
         if ours and isinstance(echo, dict) and "bare" in echo:
             dcmtk_req = echo["bare"]["association_ms"]
