@@ -30,7 +30,14 @@ import threading
 import time
 from typing import Protocol
 
-from netdicom2.connection import CloseTransport, Connection, Effect, Indicate, SendPDU
+from netdicom2.connection import (
+    CloseTransport,
+    Connection,
+    Effect,
+    Indicate,
+    SendPDU,
+    Transition,
+)
 from netdicom2.exceptions import LocalProtocolError, ProviderStoppedError
 from netdicom2.fsm import State
 from netdicom2.pdu import PDU, AAbortPDU, AAssociateRjPDU, AAssociateRqPDU, PDataTfPDU
@@ -39,6 +46,7 @@ from netdicom2.transport import OutputQueue, receive, split_pdata
 __all__ = ["Channel", "DULServer", "Handler"]
 
 log = logging.getLogger("netdicom2.server")
+_transitions = logging.getLogger("netdicom2.dul")  # the logger DULServiceProvider writes them to
 
 _OUT_HIGH_WATER = 1 << 20  # stop reading a connection while this much output waits for it
 # After accept() fails for lack of resources (EMFILE, ENFILE, ENOBUFS, ENOMEM) the listener is
@@ -88,6 +96,8 @@ class Channel:
             artim_timeout=server.artim_timeout,
             max_pdu_length=server.max_pdu_length,
             acceptable=self._admit,
+            # One DEBUG line per transition (as DULServiceProvider), when asked for at accept.
+            observer=_log_transition if _transitions.isEnabledFor(logging.DEBUG) else None,
         )
         self.handler: Handler | None = None
         self.finished = False
@@ -546,6 +556,17 @@ class DULServer:
         self._listener.close()
         self._wakeup_r.close()
         self._wakeup_w.close()
+
+
+def _log_transition(transition: Transition) -> None:
+    """Log a Table 9-10 transition: "Sta2 + Evt6 -> AE-6 -> Sta3"."""
+    _transitions.debug(
+        "%s + %s -> %s -> %s",
+        transition.state.value,
+        transition.event.value,
+        transition.action.value,
+        transition.next_state.value,
+    )
 
 
 def _set_nodelay(sock: socket.socket) -> bool:

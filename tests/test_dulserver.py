@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import struct
 import threading
@@ -258,3 +259,20 @@ def test_accepted_sockets_have_tcp_nodelay(no_leaks: None) -> None:
         assert channel.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
         sock.sendall(AReleaseRqPDU().encode())
         assert read_pdu(sock)[0] == 0x06
+
+
+def test_transitions_are_logged_at_debug(no_leaks: None, caplog: pytest.LogCaptureFixture) -> None:
+    """`netdicom2 scp -vv`: one line per Table 9-10 transition, as the provider writes them."""
+    caplog.set_level(logging.DEBUG, logger="netdicom2.dul")
+    with running() as server:
+        with associated(server.address) as sock:
+            sock.sendall(AReleaseRqPDU().encode())
+            assert read_pdu(sock)[0] == 0x06
+        assert server.wait_idle(WAIT, connections=1)
+    lines = [r.getMessage() for r in caplog.records if r.name == "netdicom2.dul"]
+    assert lines[:3] == [
+        "Sta1 + Evt5 -> AE-5 -> Sta2",
+        "Sta2 + Evt6 -> AE-6 -> Sta3",
+        "Sta3 + Evt7 -> AE-7 -> Sta6",
+    ]
+    assert "Sta6 + Evt12 -> AR-2 -> Sta8" in lines and "Sta8 + Evt14 -> AR-4 -> Sta13" in lines
