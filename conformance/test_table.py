@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
 from conformance.table import ACTIONS, EVENTS, GRID, STATES, _parse, cell, cells
-
-SHARED_CSV = Path(__file__).resolve().parents[2] / "shared" / "spec" / "state_table.csv"
+from tests.shared import STATE_TABLE, require_shared
 
 
 def _shared_rows() -> list[dict[str, str]]:
     """The shared CSV's 247 rows; skips when ../shared is absent."""
-    if not SHARED_CSV.parent.parent.is_dir():
-        pytest.skip(f"shared specification folder absent: {SHARED_CSV.parent.parent}")
-    with SHARED_CSV.open(newline="") as f:
+    with require_shared(STATE_TABLE).open(newline="") as f:
         return list(csv.DictReader(f))
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+from tests.shared import EXTERNAL_CAPTURES, require_shared
+
 # Profiles (ARCHITECTURE.md §5): "ci" is bounded and derandomized, "dev" is quick for local
 # runs, "long" is for fuzzing campaigns (HYPOTHESIS_PROFILE=long pytest ...).
 settings.register_profile(
@@ -29,15 +31,13 @@ settings.load_profile(
 )
 
 #: Public captures and seed streams, kept beside the repository (../shared/external-captures).
-EXTERNAL = Path(__file__).resolve().parents[2] / "shared" / "external-captures"
+EXTERNAL = EXTERNAL_CAPTURES
 
 
 @pytest.fixture
 def external() -> Path:
-    """The external captures folder; skips the test when it is not there."""
-    if not EXTERNAL.is_dir():
-        pytest.skip(f"external captures folder absent: {EXTERNAL}")
-    return EXTERNAL
+    """The external captures folder; skips the test when it is not there (tests/shared.py)."""
+    return require_shared(EXTERNAL)
 
 
 def open_fds() -> int:

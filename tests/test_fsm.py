@@ -7,8 +7,6 @@ import csv
 from collections import Counter
 from pathlib import Path
 
-import pytest
-
 from netdicom2 import fsm
 from netdicom2.fsm import (
     ARTIM_STATES,
@@ -24,13 +22,7 @@ from netdicom2.fsm import (
     Event,
     State,
 )
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-STATE_TABLE = SHARED / "spec" / "state_table.csv"
-
-pytestmark = pytest.mark.skipif(
-    not SHARED.is_dir(), reason="the ../shared folder (spec oracle) is not present"
-)
+from tests.shared import STATE_TABLE, require_shared
 
 # PS3.8 §6 of the shared spec: defined cells per action (123 in total).
 EXPECTED_COUNTS = {
@@ -44,7 +36,7 @@ EXPECTED_COUNTS = {
 
 def _rows() -> list[dict[str, str]]:
     """The oracle's 247 rows (event, state, action, next_state); '-' marks a blank cell."""
-    with STATE_TABLE.open(newline="") as f:
+    with require_shared(STATE_TABLE).open(newline="") as f:
         return list(csv.DictReader(f))
 
 

@@ -12,15 +12,14 @@ from fuzz.oracle import Frame, Observed, Policy, match, wire_kind
 from fuzz.spec import csv_path, load_table, parse_csv, parse_embedded
 from fuzz.strategies import setup_rq
 from fuzz.validate import EITHER, INVALID, VALID, judge
+from tests.shared import STATE_TABLE, require_shared
 
 ABORT_USER = t.abort(0, 0).encode()
 RELEASE_RQ = t.release_rq().encode()
 
 
 def test_embedded_table_equals_the_projects_state_table_csv() -> None:
-    path = csv_path()
-    if path is None:
-        pytest.skip("state_table.csv not beside the repository")
+    path = csv_path() or require_shared(STATE_TABLE)  # csv_path honours NETDICOM2_STATE_TABLE
     assert parse_embedded() == parse_csv(path)
     assert len(load_table()) == 123  # PS3.8 Table 9-10: 123 defined cells
 

@@ -12,6 +12,7 @@ from pcaps.corpus import EXTERNAL, EXTERNAL_DIR, ExternalCapture, corpus_entries
 from pcaps.flows import Capture, load_capture
 from pcaps.model import judge
 from pcaps.replay_local import replay_local
+from tests.shared import require_shared
 
 ENTRIES = corpus_entries()
 _CACHE: dict[Path, Capture] = {}
@@ -26,9 +27,7 @@ def _load(path: Path, ports: list[int] | None = None) -> Capture:
 
 def _external(capture: ExternalCapture) -> Path:
     """The path of a public capture; skip (with the reason) when the folder is absent."""
-    if not EXTERNAL_DIR.is_dir():
-        pytest.skip(f"public captures not present at {EXTERNAL_DIR}")
-    return EXTERNAL_DIR / capture.name
+    return require_shared(EXTERNAL_DIR) / capture.name
 
 
 def _findings(capture: Capture) -> list[str]:

@@ -5,17 +5,15 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import pytest
-
 from netdicom2.items import PresentationDataValueItem
 from netdicom2.pdu import AAbortPDU, AAssociateRjPDU, AAssociateRqPDU, PDataTfPDU
 from pcaps.flows import DicomConnection, load_capture
 from pcaps.model import TABLE_9_10, judge
 from pcaps.replay_local import replay_local
-from tests.conftest import EXTERNAL
 from tests.pcaps_helpers import Conversation, echo_pdus, write
+from tests.shared import STATE_TABLE, require_shared
 
-SPEC_CSV = EXTERNAL.parent / "spec" / "state_table.csv"
+SPEC_CSV = STATE_TABLE
 GARBAGE = bytes.fromhex("09000000000400000000")
 
 
@@ -34,9 +32,7 @@ def test_transcription_has_the_123_defined_cells() -> None:
 
 
 def test_transcription_matches_the_shared_state_table() -> None:
-    if not SPEC_CSV.exists():
-        pytest.skip(f"{SPEC_CSV} not present")
-    with SPEC_CSV.open() as handle:
+    with require_shared(SPEC_CSV).open() as handle:
         rows = {
             (int(r["event"][3:]), int(r["state"][3:])): r["action"]
             for r in csv.DictReader(handle)

@@ -557,6 +557,18 @@ def primitives(rq: AAssociateRqPDU) -> list[PDU]:
     ]
 
 
+def indicated(
+    client: socket.socket, server: socket.socket
+) -> tuple[DULServiceProvider, AAssociateRqPDU]:
+    """A started acceptor on `server` that has indicated the client's A-ASSOCIATE-RQ (Sta3)."""
+    acceptor = DULServiceProvider(server)
+    acceptor.start()
+    rq = build_rq("ANY-SCP", "ME", CONTEXTS)
+    client.sendall(rq.encode())
+    assert isinstance(acceptor.receive(WAIT), AAssociateRqPDU)
+    return acceptor, rq
+
+
 def assert_nothing_sent(client: socket.socket) -> None:
     """The peer received no byte (blank cells send no PDU, PS3.8 Table 9-10)."""
     client.settimeout(0.1)
@@ -584,11 +596,7 @@ def test_misuse_in_sta6_and_sta13_raises_and_leaves_the_association_alone(
     tcp_pair: tuple[socket.socket, socket.socket],
 ) -> None:
     client, server = tcp_pair
-    acceptor = DULServiceProvider(server)
-    acceptor.start()
-    rq = build_rq("ANY-SCP", "ME", CONTEXTS)
-    client.sendall(rq.encode())
-    assert isinstance(acceptor.receive(WAIT), AAssociateRqPDU)
+    acceptor, rq = indicated(client, server)
     everything = primitives(rq)
     acceptor.send(everything[1])  # AC: Sta3 → AE-7 → Sta6
     client.recv(65536)
@@ -679,11 +687,7 @@ def test_sends_racing_a_kill_either_succeed_or_raise_typed_errors(
     tcp_pair: tuple[socket.socket, socket.socket],
 ) -> None:
     client, server = tcp_pair
-    acceptor = DULServiceProvider(server)
-    acceptor.start()
-    rq = build_rq("ANY-SCP", "ME", CONTEXTS)
-    client.sendall(rq.encode())
-    assert isinstance(acceptor.receive(WAIT), AAssociateRqPDU)
+    acceptor, rq = indicated(client, server)
     acceptor.send(primitives(rq)[1])
     outcomes: list[str] = []
     pdata = primitives(rq)[3]
