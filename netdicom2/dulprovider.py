@@ -149,10 +149,9 @@ class DULServiceProvider(threading.Thread):
         # that completes after its association was aborted (Sta4 + Evt15 → AA-2) is stale.
         self._requests = 0
         self._opens = 0
-        self._out = OutputQueue()
+        self._out = OutputQueue(send_timeout)
         self._mask = 0  # what the selector watches on self._sock (_READ, _WRITE)
         self._input_paused = False
-        self._send_deadline: float | None = None
         self.connection = Connection(
             artim_timeout=artim_timeout,
             max_pdu_length=max_pdu_length,
@@ -423,7 +422,7 @@ class DULServiceProvider(threading.Thread):
         """The nearest deadline (ARTIM, application timeout, bounded send or connect) or None."""
         # Read without the lock: a send() that sets an earlier deadline wakes the loop (kick).
         nearest = self.connection.timer_deadline
-        sending, connecting = self._send_deadline, self._connect_deadline
+        sending, connecting = self._out.deadline, self._connect_deadline
         if sending is not None and (nearest is None or sending < nearest):
             nearest = sending
         if connecting is not None and (nearest is None or connecting < nearest):
@@ -433,7 +432,7 @@ class DULServiceProvider(threading.Thread):
     def _check_deadlines(self, now: float) -> None:
         """Fire ARTIM / application timeouts (Evt18, Evt15) and bounded sends and connects."""
         with self._lock:
-            if self._send_deadline is not None and now >= self._send_deadline and self._out:
+            if self._out.stalled(now):
                 log.warning(
                     "peer stopped reading for %.1f s: transport dropped", self._send_timeout
                 )
@@ -618,15 +617,11 @@ class DULServiceProvider(threading.Thread):
         """Write one PDU in one system call (gathering its parts) when the socket takes it."""
         if self._sock is None:
             return  # the transport is gone: PS3.8 §7.3, data in transit may be lost
-        queued_before = bool(self._out)
         try:
-            queued = self._out.write(self._sock, effect)
+            self._out.write(self._sock, effect)  # what is left waits, bounded by send_timeout
         except OSError as exc:
             log.info("transport error while writing: %s", exc)
             self._transport_lost(time.monotonic())
-            return
-        if queued and not queued_before:
-            self._send_deadline = time.monotonic() + self._send_timeout
 
     def _flush(self) -> None:
         """Write pending output while the socket takes it; re-arm the bounded-send deadline."""
@@ -634,15 +629,11 @@ class DULServiceProvider(threading.Thread):
             if self._sock is None:
                 return
             try:
-                sent = self._out.flush(self._sock)
+                self._out.flush(self._sock)
             except OSError as exc:
                 log.info("transport error while writing: %s", exc)
                 self._transport_lost(time.monotonic())
                 return
-            if not self._out:
-                self._send_deadline = None
-            elif sent:
-                self._send_deadline = time.monotonic() + self._send_timeout
             if self._out.size < _OUT_LOW_WATER and self._room is not None:
                 self._room.notify_all()
 
@@ -661,7 +652,6 @@ class DULServiceProvider(threading.Thread):
             if sock is None:
                 return
             self._out.drop(sock if flush and not self._connecting else None)
-            self._send_deadline = None
             self._connect_deadline = None
             if self._mask or self._connecting:  # registered: unregister before the fd is reused
                 with contextlib.suppress(KeyError, ValueError):

@@ -77,7 +77,6 @@ class Channel:
 
     __slots__ = (
         "_out",
-        "_send_deadline",
         "connection",
         "finished",
         "handler",
@@ -104,8 +103,7 @@ class Channel:
         self.mask = 0  # what the selector watches on the socket
         self.scheduled: float | None = None  # the deadline this channel has in the heap
         self.idle_deadline: float | None = None
-        self._out = OutputQueue()
-        self._send_deadline: float | None = None
+        self._out = OutputQueue(server.send_timeout)
 
     @property
     def state(self) -> State:
@@ -196,30 +194,21 @@ class Channel:
         sock = self.sock
         if sock is None:
             return  # the transport is gone: PS3.8 §7.3, data in transit may be lost
-        queued_before = bool(self._out)
         try:
-            queued = self._out.write(sock, effect)
+            self._out.write(sock, effect)  # what is left waits, bounded by send_timeout
         except OSError as exc:
             log.info("transport error while writing: %s", exc)
             self.transport_lost(time.monotonic())
-            return
-        if queued and not queued_before:
-            self._send_deadline = time.monotonic() + self.server.send_timeout
 
     def flush(self) -> None:
         """Write queued output while the socket takes it; re-arm the bounded-send deadline."""
         if self.sock is None:
             return
         try:
-            sent = self._out.flush(self.sock)
+            self._out.flush(self.sock)
         except OSError as exc:
             log.info("transport error while writing: %s", exc)
             self.transport_lost(time.monotonic())
-            return
-        if not self._out:
-            self._send_deadline = None
-        elif sent:
-            self._send_deadline = time.monotonic() + self.server.send_timeout
 
     def transport_lost(self, now: float) -> None:
         """Peer close, reset, network failure or stalled peer: Evt17 (AA-4, AA-5 or AR-5)."""
@@ -233,7 +222,6 @@ class Channel:
         if sock is None:
             return
         self._out.drop(sock if flush else None)
-        self._send_deadline = None
         self.server.forget_socket(self, sock)
         self.sock = None
         sock.close()
@@ -246,14 +234,14 @@ class Channel:
     def deadline(self) -> float | None:
         """The nearest of ARTIM / application timeout, bounded send and idle deadline."""
         nearest = self.connection.timer_deadline
-        for other in (self._send_deadline if self._out else None, self.idle_deadline):
+        for other in (self._out.deadline, self.idle_deadline):
             if other is not None and (nearest is None or other < nearest):
                 nearest = other
         return nearest
 
     def expire(self, now: float) -> None:
         """Fire what is due: a stalled send (Evt17), ARTIM (Evt18), the idle timeout."""
-        if self._out and self._send_deadline is not None and now >= self._send_deadline:
+        if self._out.stalled(now):
             log.warning(
                 "peer stopped reading for %.1f s: transport dropped", self.server.send_timeout
             )

@@ -96,16 +96,28 @@ def _pdata_length(items: Iterable[PresentationDataValueItem]) -> int:
 
 
 class OutputQueue:
-    """Bytes of PDUs the socket has not taken yet, kept as views of the PDUs (no copy)."""
+    """Bytes of PDUs the socket has not taken yet, kept as views of the PDUs (no copy).
 
-    __slots__ = ("_chunks", "size")
+    The send is bounded in time: ``deadline`` is when the peer, having read nothing of the
+    queued bytes for ``send_timeout`` seconds, is given up (the adapter's Evt17). It is set
+    when bytes are first queued, moved on whenever the socket takes some, cleared when the
+    queue empties.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_chunks", "deadline", "send_timeout", "size")
+
+    def __init__(self, send_timeout: float = 30.0) -> None:
         self._chunks: deque[memoryview] = deque()
         self.size = 0  # bytes queued
+        self.send_timeout = send_timeout
+        self.deadline: float | None = None
 
     def __bool__(self) -> bool:
         return bool(self._chunks)
+
+    def stalled(self, now: float) -> bool:
+        """True when queued bytes have waited past the deadline (the peer stopped reading)."""
+        return self.deadline is not None and now >= self.deadline and bool(self._chunks)
 
     def write(self, sock: socket.socket, effect: SendPDU) -> bool:
         """Send a PDU in one system call (its parts gathered) behind any queued output.
@@ -123,6 +135,7 @@ class OutputQueue:
             sent = 0
         if sent < effect.size:
             self._add(parts, sent)
+            self.deadline = time.monotonic() + self.send_timeout
             return True
         return False
 
@@ -152,12 +165,14 @@ class OutputQueue:
                 return total
             total += sent
             self.size -= sent
+            self.deadline = time.monotonic() + self.send_timeout  # the peer is reading
             for chunk in chunks:
                 if sent < len(chunk):
                     chunks_queued[0] = chunk[sent:]
                     return total  # the socket is full
                 sent -= len(chunk)
                 chunks_queued.popleft()
+        self.deadline = None
         return total
 
     def drop(self, sock: socket.socket | None = None) -> None:
@@ -168,6 +183,7 @@ class OutputQueue:
                     sock.send(chunk)
         self._chunks.clear()
         self.size = 0
+        self.deadline = None
 
 
 class Wakeup:

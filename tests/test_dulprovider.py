@@ -503,6 +503,9 @@ def test_output_queue_keeps_order_and_never_copies_a_fragment() -> None:
         assert out.write(sender, effects[1]) is True  # queued whole behind the first
         expected = b"".join(effect.data for effect in effects)
         assert 0 < out.size < len(expected)
+        # Bounded in time: a peer that reads nothing for send_timeout (30 s) is stalled.
+        assert out.deadline is not None
+        assert not out.stalled(out.deadline - 1) and out.stalled(out.deadline)
         received = bytearray()
         while out:
             received += receiver.recv(1 << 20)
@@ -510,6 +513,7 @@ def test_output_queue_keeps_order_and_never_copies_a_fragment() -> None:
         while len(received) < len(expected):
             received += receiver.recv(1 << 20)
         assert received == expected and out.size == 0
+        assert out.deadline is None and not out.stalled(float("inf"))
     finally:
         sender.close()
         receiver.close()
