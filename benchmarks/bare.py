@@ -2,7 +2,9 @@
 
 ``python bare.py serve PORT`` answers each connection's A-ASSOCIATE-RQ, P-DATA-TF and
 A-RELEASE-RQ with recorded A-ASSOCIATE-AC, C-ECHO-RSP and A-RELEASE-RP bytes (it only reads the
-6-byte PDU headers to frame, PS3.8 §9.3.1). ``python bare.py recv PORT`` drains connections
+6-byte PDU headers to frame, PS3.8 §9.3.1) and times each connection from accept() to the
+requestor's close: the association as this server sees it, free of the requestor's process
+start-up (``served(PORT)`` collects the times). ``python bare.py recv PORT`` drains connections
 with ``recv_into`` a reusable buffer; ``python bare.py send PORT BYTES CHUNK`` pushes BYTES with
 ``sendall`` of CHUNK-sized slices and prints the MB/s and CPU seconds as JSON.
 """
@@ -22,6 +24,8 @@ from netdicom2.items import PresentationDataValueItem
 from netdicom2.pdu import AReleaseRpPDU, AReleaseRqPDU, PDataTfPDU
 
 _HEADER = struct.Struct(">BxI")
+# Not a PS3.8 PDU type: a connection opening with it asks the bare server for its timings.
+QUERY = 0xFF
 IMPLICIT_LE = "1.2.840.10008.1.2"
 
 
@@ -61,18 +65,36 @@ def nodelay(sock: socket.socket) -> socket.socket:
 
 
 def serve(port: int) -> None:
-    """Answer association cycles one connection at a time, forever."""
+    """Answer association cycles one connection at a time, forever; time each one."""
     _, answers = recorded_exchange()
     buf = bytearray(1 << 16)
+    times: list[float] = []  # accept() → EOF, per connection closed cleanly by its requestor
     with socket.create_server(("127.0.0.1", port), backlog=128) as listener:
         while True:
             conn, _ = listener.accept()
+            start = time.perf_counter()
             with nodelay(conn):
                 while pdu_type := read_pdu(conn, buf):
+                    if pdu_type == QUERY:
+                        conn.sendall(json.dumps(times).encode())
+                        times.clear()
+                        break
                     answer = answers.get(pdu_type)
                     if answer is None:
                         break
                     conn.sendall(answer)
+                else:
+                    times.append(time.perf_counter() - start)
+
+
+def served(port: int) -> list[float]:
+    """The bare server's connection times (s) since the previous call, which it then forgets."""
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(_HEADER.pack(QUERY, 0))
+        chunks = []
+        while chunk := sock.recv(1 << 16):
+            chunks.append(chunk)
+    return [float(t) for t in json.loads(b"".join(chunks))]
 
 
 def cycle(port: int, requests: list[bytes], buf: bytearray) -> tuple[float, float]:
