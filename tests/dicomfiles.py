@@ -24,7 +24,10 @@ def secondary_capture(instance_uid: str, pixel_bytes: int) -> bytes:
     """A Secondary Capture data set whose pixel data is `pixel_bytes` long (even)."""
     side = max(2, int(pixel_bytes**0.5) // 2 * 2)
     rows, cols = side, max(2, pixel_bytes // side // 2 * 2)
-    us = lambda v: struct.pack("<H", v)  # noqa: E731
+
+    def us(value: int) -> bytes:
+        return struct.pack("<H", value)
+
     return b"".join(
         [
             _element(0x0008, 0x0016, b"UI", SECONDARY_CAPTURE.encode()),
