@@ -26,6 +26,7 @@ def secondary_capture(instance_uid: str, pixel_bytes: int) -> bytes:
     rows, cols = side, max(2, pixel_bytes // side // 2 * 2)
 
     def us(value: int) -> bytes:
+        """A US value, little endian (PS3.5 §7.1.2)."""
         return struct.pack("<H", value)
 
     return b"".join(
