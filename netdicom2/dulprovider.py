@@ -53,7 +53,15 @@ from netdicom2.connection import (
 from netdicom2.exceptions import LocalProtocolError, ProviderStoppedError, TimeoutError
 from netdicom2.fsm import State
 from netdicom2.pdu import PDU, AAbortPDU, AAssociateRqPDU, PDataTfPDU
-from netdicom2.transport import OutputQueue, Wakeup, receive, split_pdata
+from netdicom2.transport import (
+    OutputQueue,
+    Wakeup,
+    log_transition,
+    receive,
+    set_nodelay,
+    split_pdata,
+    start_connect,
+)
 
 __all__ = ["DULServiceProvider", "OutputQueue", "split_pdata"]
 
@@ -79,10 +87,6 @@ _Selector = getattr(selectors, "PollSelector", selectors.DefaultSelector)
 _get_ident = threading.get_ident
 _READ = selectors.EVENT_READ  # what the loop wants from the socket (self._mask)
 _WRITE = selectors.EVENT_WRITE
-# Our own sockets are created non-blocking (Linux: one system call fewer than setblocking).
-_STREAM = socket.SOCK_STREAM | getattr(socket, "SOCK_NONBLOCK", 0)
-# connect_ex results of a TCP connect that has not completed yet.
-_IN_PROGRESS = frozenset({errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK})
 
 
 class DULServiceProvider(threading.Thread):
@@ -504,8 +508,7 @@ class DULServiceProvider(threading.Thread):
         """Take ownership of a connected socket: non-blocking, TCP_NODELAY, registered."""
         if not nonblocking:
             sock.setblocking(False)
-        with contextlib.suppress(OSError):  # AF_UNIX socketpairs in tests have no TCP options
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        set_nodelay(sock)
         self._sock = sock
         self._selector.register(sock, _READ)
         self._mask = _READ
@@ -534,37 +537,21 @@ class DULServiceProvider(threading.Thread):
             self._connected(now)
             return
         assert self.address is not None
-        try:
-            sock = socket.socket(_family(self.address[0]), _STREAM)
-        except OSError as exc:
-            log.warning("cannot create socket: %s", exc)
+        started, err = start_connect(self.address)
+        if started is None:
+            # A failed TRANSPORT CONNECT: Evt17 in Sta4 (AA-4), as from _finish_connect.
+            log.warning("TCP connect to %s failed: %s", self.address, errno.errorcode.get(err, err))
             self._connect_failed(now)
             return
-        if _STREAM == socket.SOCK_STREAM:  # pragma: no cover - no SOCK_NONBLOCK
-            sock.setblocking(False)
-        err = sock.connect_ex(self.address)
-        if err in _IN_PROGRESS:
-            # A near peer (loopback, LAN) completes the handshake within connect(2): asking
-            # once more says 0 or EISCONN (connected) or the error (failed) without a trip
-            # through poll(2); a connect still in progress is watched as before.
-            err = sock.connect_ex(self.address)
-            if err == errno.EISCONN:
-                err = 0
         if err == 0:
             # PS3.8 §9.1.2: the transport connection is confirmed (Evt2 → AE-2).
-            self._attach(sock, nonblocking=True)
+            self._attach(started, nonblocking=True)
             self._connected(now)
             return
-        if err not in _IN_PROGRESS:
-            # A failed TRANSPORT CONNECT: Evt17 in Sta4 (AA-4), as from _finish_connect.
-            sock.close()
-            log.warning("TCP connect to %s failed: %s", self.address, errno.errorcode.get(err))
-            self._connect_failed(now)
-            return
-        self._sock = sock
+        self._sock = started
         self._connecting = True
         self._connect_deadline = now + self._connect_timeout
-        self._selector.register(sock, _WRITE)
+        self._selector.register(started, _WRITE)
 
     def _finish_connect(self) -> None:
         """The non-blocking connect completed: Evt2 on success, Evt17 (AA-4) on failure."""
@@ -739,19 +726,8 @@ def _transition_observer(observers: list[Observer]) -> Observer:
 
     def on_transition(transition: Transition) -> None:
         if debug_enabled(logging.DEBUG):
-            log.debug(
-                "%s + %s -> %s -> %s",
-                transition.state.value,
-                transition.event.value,
-                transition.action.value,
-                transition.next_state.value,
-            )
+            log_transition(transition)
         for observer in observers:
             observer(transition)
 
     return on_transition
-
-
-def _family(host: str) -> socket.AddressFamily:
-    """AF_INET6 for an IPv6 literal, AF_INET otherwise."""
-    return socket.AF_INET6 if ":" in host else socket.AF_INET

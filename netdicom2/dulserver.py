@@ -36,12 +36,11 @@ from netdicom2.connection import (
     Effect,
     Indicate,
     SendPDU,
-    Transition,
 )
 from netdicom2.exceptions import LocalProtocolError, ProviderStoppedError
 from netdicom2.fsm import State
 from netdicom2.pdu import PDU, AAbortPDU, AAssociateRjPDU, AAssociateRqPDU, PDataTfPDU
-from netdicom2.transport import OutputQueue, receive, split_pdata
+from netdicom2.transport import OutputQueue, log_transition, receive, set_nodelay, split_pdata
 
 __all__ = ["Channel", "DULServer", "Handler"]
 
@@ -96,7 +95,7 @@ class Channel:
             max_pdu_length=server.max_pdu_length,
             acceptable=self._admit,
             # One DEBUG line per transition (as DULServiceProvider), when asked for at accept.
-            observer=_log_transition if _transitions.isEnabledFor(logging.DEBUG) else None,
+            observer=log_transition if _transitions.isEnabledFor(logging.DEBUG) else None,
         )
         self.handler: Handler | None = None
         self.finished = False
@@ -285,7 +284,7 @@ class DULServer:
         listener.setblocking(False)
         # Linux copies TCP_NODELAY from the listener to each accepted socket (a system call
         # per connection saved); elsewhere it is set on each one.
-        self._nodelay_inherited = _set_nodelay(listener) and sys.platform == "linux"
+        self._nodelay_inherited = set_nodelay(listener) and sys.platform == "linux"
         self._listener = listener
         self._selector = selectors.DefaultSelector()
         self._wakeup_r, self._wakeup_w = _wakeup_pair()
@@ -436,7 +435,7 @@ class DULServer:
         """Start serving an accepted socket: Evt5 → AE-5 (ARTIM started), Sta2."""
         sock.setblocking(False)
         if not self._nodelay_inherited:
-            _set_nodelay(sock)  # each PDU leaves at once (no Nagle delay)
+            set_nodelay(sock)  # each PDU leaves at once (no Nagle delay)
         channel = Channel(self, sock)
         self._channels[sock.fileno()] = channel
         self.pending[channel] = None
@@ -544,26 +543,6 @@ class DULServer:
         self._listener.close()
         self._wakeup_r.close()
         self._wakeup_w.close()
-
-
-def _log_transition(transition: Transition) -> None:
-    """Log a Table 9-10 transition: "Sta2 + Evt6 -> AE-6 -> Sta3"."""
-    _transitions.debug(
-        "%s + %s -> %s -> %s",
-        transition.state.value,
-        transition.event.value,
-        transition.action.value,
-        transition.next_state.value,
-    )
-
-
-def _set_nodelay(sock: socket.socket) -> bool:
-    """Set TCP_NODELAY; False for a socket without TCP options (AF_UNIX)."""
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except OSError:
-        return False
-    return True
 
 
 def _wakeup_pair() -> tuple[socket.socket, socket.socket]:

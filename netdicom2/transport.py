@@ -3,12 +3,15 @@
 `OutputQueue` holds what a non-blocking socket has not taken yet, as views of the PDUs;
 `receive` does one read into the sans-I/O core (a large PDU lands in its own buffer);
 `Wakeup` wakes a selector from another thread; `split_pdata` cuts an outgoing P-DATA-TF to the
-peer's maximum PDU length without copying (PS3.8 Annex D.1).
+peer's maximum PDU length without copying (PS3.8 Annex D.1); `start_connect` begins a
+TRANSPORT CONNECT without blocking (PS3.8 §9.1.2); `set_nodelay` and `log_transition` are the
+socket option and the DEBUG line both adapters use.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import logging
 import os
@@ -18,11 +21,22 @@ import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 
-from netdicom2.connection import Connection, Effect, SendPDU
+from netdicom2.connection import Connection, Effect, SendPDU, Transition
 from netdicom2.items import PresentationDataValueItem
 from netdicom2.pdu import PDataTfPDU
 
-__all__ = ["MAX_PARTS", "RECV_SIZE", "OutputQueue", "Wakeup", "receive", "split_pdata"]
+__all__ = [
+    "IN_PROGRESS",
+    "MAX_PARTS",
+    "RECV_SIZE",
+    "OutputQueue",
+    "Wakeup",
+    "log_transition",
+    "receive",
+    "set_nodelay",
+    "split_pdata",
+    "start_connect",
+]
 
 log = logging.getLogger("netdicom2.dul")
 
@@ -31,6 +45,57 @@ log = logging.getLogger("netdicom2.dul")
 RECV_SIZE = 1 << 16
 # A P-DATA-TF's pieces are gathered by one sendmsg(2), well under IOV_MAX; more are joined.
 MAX_PARTS = 64
+# connect_ex results of a TCP connect that has not completed yet.
+IN_PROGRESS = frozenset({errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK})
+# Sockets created here are non-blocking from the start (Linux: a system call fewer).
+_STREAM = socket.SOCK_STREAM | getattr(socket, "SOCK_NONBLOCK", 0)
+
+
+def start_connect(address: tuple[str, int]) -> tuple[socket.socket | None, int]:
+    """Begin a non-blocking TCP connect (PS3.8 §9.1.2, TRANSPORT CONNECT).
+
+    (socket, 0): connected; (socket, an errno in IN_PROGRESS): watch it for writability, then
+    read SO_ERROR; (None, errno): failed, nothing left open.
+    """
+    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+    try:
+        sock = socket.socket(family, _STREAM)
+    except OSError as exc:
+        return None, exc.errno or errno.EIO
+    if _STREAM == socket.SOCK_STREAM:  # pragma: no cover - no SOCK_NONBLOCK
+        sock.setblocking(False)
+    err = sock.connect_ex(address)
+    if err in IN_PROGRESS:
+        # A near peer (loopback, LAN) completes the handshake within connect(2): asking once
+        # more says 0 or EISCONN (connected) or the error (failed) without a trip through the
+        # selector; a connect still in progress is watched by the caller.
+        err = sock.connect_ex(address)
+        if err == errno.EISCONN:
+            err = 0
+    if err and err not in IN_PROGRESS:
+        sock.close()
+        return None, err
+    return sock, err
+
+
+def set_nodelay(sock: socket.socket) -> bool:
+    """TCP_NODELAY on: each PDU leaves at once; False for a socket without TCP options."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:  # AF_UNIX socketpairs (tests) have no TCP options
+        return False
+    return True
+
+
+def log_transition(transition: Transition) -> None:
+    """Log a Table 9-10 transition at DEBUG: "Sta2 + Evt6 -> AE-6 -> Sta3"."""
+    log.debug(
+        "%s + %s -> %s -> %s",
+        transition.state.value,
+        transition.event.value,
+        transition.action.value,
+        transition.next_state.value,
+    )
 
 
 def receive(sock: socket.socket, connection: Connection) -> list[Effect] | None:
