@@ -589,10 +589,20 @@ def replay(tmp: Path, mode: list[str]) -> list[str]:
     replays = [r for c in data["captures"] for r in c.get("replays", [])]
     pdus = sum(r["pdus_sent"] + len(r["received"]) for r in replays)
     busy = sum(r["elapsed"] for r in replays)
-    return [
-        f"{pdus / busy:,.0f} PDUs/s",
-        f"{len(replays)} replays, {pdus} PDUs, {busy:.2f} s replaying, {wall:.1f} s wall",
-    ]
+    detail = f"{len(replays)} replays, {pdus} PDUs, {busy:.2f} s replaying, {wall:.1f} s wall"
+    # A replay that ends with ARTIM expiring (Evt18, e.g. Sta13 after AA-8 while the recorded
+    # peer never closes) waits out the timer, as PS3.8 §9.1.5 requires: protocol time, not
+    # harness work. The rate of the others is shown beside it.
+    waited = [r for r in replays if any("Evt18" in step for step in r.get("transcript", []))]
+    if waited:
+        rest = [r for r in replays if r not in waited]
+        rest_pdus = sum(r["pdus_sent"] + len(r["received"]) for r in rest)
+        rest_busy = sum(r["elapsed"] for r in rest)
+        detail += (
+            f"; {len(waited)} waited for ARTIM ({sum(r['elapsed'] for r in waited):.2f} s),"
+            f" the other {len(rest)}: {rest_pdus / rest_busy:,.0f} PDUs/s"
+        )
+    return [f"{pdus / busy:,.0f} PDUs/s", detail]
 
 
 # ----------------------------------------------------------------------------- goals
