@@ -81,6 +81,9 @@ STORAGE_SOP_CLASSES: tuple[str, ...] = tuple(
     )
 )
 
+# What negotiate() accepts when not told otherwise: Verification and the storage SOP classes.
+_DEFAULT_ABSTRACT_SYNTAXES = frozenset({VERIFICATION, *STORAGE_SOP_CLASSES})
+
 # PS3.5 §10 and Annex A: the transfer syntaxes accepted, in the acceptor's order of preference.
 TRANSFER_SYNTAXES: tuple[str, ...] = (
     "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
@@ -104,13 +107,20 @@ ABSTRACT_SYNTAX_NOT_SUPPORTED = 3
 TRANSFER_SYNTAXES_NOT_SUPPORTED = 4
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class AcceptedContext:
     """A presentation context the acceptor accepted: ID, abstract and transfer syntax."""
 
     context_id: int
     abstract_syntax: str
     transfer_syntax: str
+
+    def __init__(self, context_id: int, abstract_syntax: str, transfer_syntax: str) -> None:
+        """Set the fields past the frozen __setattr__ (one per accepted context)."""
+        fields = self.__dict__
+        fields["context_id"] = context_id
+        fields["abstract_syntax"] = abstract_syntax
+        fields["transfer_syntax"] = transfer_syntax
 
 
 def _user_information(max_pdu_length: int) -> UserInformationItem:
@@ -142,6 +152,14 @@ def build_rq(
     return AAssociateRqPDU(called_ae, calling_ae, items)  # type: ignore[arg-type]
 
 
+def _preferred(ours: Sequence[str], proposed: list[str]) -> str | None:
+    """The first of our transfer syntaxes among the proposed ones, None when there is none."""
+    for name in ours:
+        if name in proposed:
+            return name
+    return None
+
+
 def negotiate(
     rq: AAssociateRqPDU,
     *,
@@ -160,9 +178,7 @@ def negotiate(
         # PS3.8 Table 9-21: rejected-permanent, service-user, called-AE-title-not-recognized.
         return AAssociateRjPDU(result=1, source=1, reason_diag=7), []
     supported = (
-        set(abstract_syntaxes)
-        if abstract_syntaxes is not None
-        else {VERIFICATION, *STORAGE_SOP_CLASSES}
+        set(abstract_syntaxes) if abstract_syntaxes is not None else _DEFAULT_ABSTRACT_SYNTAXES
     )
     results: list[object] = [ApplicationContextItem(APPLICATION_CONTEXT)]
     accepted: list[AcceptedContext] = []
@@ -171,13 +187,12 @@ def negotiate(
         proposed = [ts.rstrip("\0 ") for ts in context.transfer_syntaxes]
         # Our order of preference decides among the proposed ones (Explicit VR LE first; the
         # retired Explicit VR Big Endian only when nothing else is offered).
-        common = [ts for ts in transfer_syntaxes if ts in proposed]
         if abstract not in supported:
             result, chosen = ABSTRACT_SYNTAX_NOT_SUPPORTED, proposed[0] if proposed else ""
-        elif not common:
+        elif (preferred := _preferred(transfer_syntaxes, proposed)) is None:
             result, chosen = TRANSFER_SYNTAXES_NOT_SUPPORTED, proposed[0] if proposed else ""
         else:
-            result, chosen = ACCEPTANCE, common[0]
+            result, chosen = ACCEPTANCE, preferred
             accepted.append(AcceptedContext(context.context_id, abstract, chosen))
         results.append(PresentationContextItemAC(context.context_id, result, chosen))
     results.append(_user_information(max_pdu_length))

@@ -52,6 +52,9 @@ log = logging.getLogger("netdicom2.scp")
 SUCCESS = 0x0000
 UNRECOGNIZED_OPERATION = 0x0211
 PROCESSING_FAILURE = 0x0110
+# PS3.7 §9.3: the command fields answered, read once.
+_C_ECHO_RQ = COMMAND_FIELDS["C-ECHO-RQ"]
+_C_STORE_RQ = COMMAND_FIELDS["C-STORE-RQ"]
 
 
 @dataclass
@@ -233,9 +236,15 @@ class _Session:
             self.channel.send(AAbortPDU(source=0, reason_diag=0))
             return
         if item.is_command:
-            self.command += item.fragment
-            if item.is_last:
-                self._command_complete(item.context_id)
+            if not item.is_last:
+                self.command += item.fragment
+            elif self.command:
+                self.command += item.fragment
+                whole = bytes(self.command)
+                self.command.clear()
+                self._command_complete(item.context_id, whole)
+            else:
+                self._command_complete(item.context_id, item.fragment)  # one fragment: no join
             return
         if self.pending is None:
             log.warning("data set fragment without a command")
@@ -248,21 +257,19 @@ class _Session:
         if item.is_last:
             self._store_complete()
 
-    def _command_complete(self, context_id: int) -> None:
+    def _command_complete(self, context_id: int, data: bytes | memoryview) -> None:
         """A whole command set arrived: answer C-ECHO, prepare a C-STORE, refuse the rest."""
         try:
-            command = decode_command(bytes(self.command))
+            command = decode_command(data)
         except DimseError as exc:
             log.warning("undecodable command set: %s", exc)
             self.channel.send(AAbortPDU(source=0, reason_diag=0))
             return
-        finally:
-            self.command.clear()
-        if command.command_field == COMMAND_FIELDS["C-ECHO-RQ"]:
+        if command.command_field == _C_ECHO_RQ:
             with self.scp.stats.lock:
                 self.scp.stats.echoes += 1
-            self._respond(context_id, c_echo_rsp(command))
-        elif command.command_field == COMMAND_FIELDS["C-STORE-RQ"] and command.has_data_set:
+            self._respond(context_id, encode_command(c_echo_rsp(command)))
+        elif command.command_field == _C_STORE_RQ and command.has_data_set:
             self.pending, self.pending_context = command, context_id
             if self.scp.output_dir is not None:
                 self.sink = self._open_sink(command, self.contexts[context_id])
@@ -276,7 +283,7 @@ class _Session:
                     0x0900: UNRECOGNIZED_OPERATION,
                 }
             )
-            self._respond(context_id, response)
+            self._respond(context_id, encode_command(response))
 
     def _open_sink(self, command: CommandSet, context: AcceptedContext) -> BinaryIO:
         """A Part 10 file named after the SOP instance, header written, ready for fragments."""
@@ -301,11 +308,11 @@ class _Session:
             self.scp.stats.stores += 1
         command, context_id = self.pending, self.pending_context
         self.pending = None
-        self._respond(context_id, c_store_rsp(command, status))
+        self._respond(context_id, encode_command(c_store_rsp(command, status)))
 
-    def _respond(self, context_id: int, command: CommandSet) -> None:
-        """Send a response command set as one last command fragment (PS3.8 Annex E.2: 03H)."""
-        pdv = PresentationDataValueItem(context_id, 0x03, encode_command(command))
+    def _respond(self, context_id: int, command: bytes) -> None:
+        """Send an encoded response command set as one last command fragment (PS3.8 E.2: 03H)."""
+        pdv = PresentationDataValueItem(context_id, 0x03, command)
         self.channel.send(PDataTfPDU([pdv]))
 
     def closed(self, outcome: str) -> None:

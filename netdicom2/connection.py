@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import attrgetter
 
 from netdicom2.actions import (
     ACTIONS,
@@ -62,6 +63,7 @@ from netdicom2.fsm import (
     Event,
     State,
 )
+from netdicom2.items import PresentationContextItemAC
 from netdicom2.pdu import (
     PDU,
     AAbortPDU,
@@ -101,6 +103,8 @@ _PDU_CLASSES = (
 _STA1, _STA6, _STA7 = State.Sta1, State.Sta6, State.Sta7
 _EVT1, _EVT2, _EVT5, _EVT9, _EVT17 = Event.Evt1, Event.Evt2, Event.Evt5, Event.Evt9, Event.Evt17
 _AE_2, _AE_3, _AE_6, _AE_7 = Action.AE_2, Action.AE_3, Action.AE_6, Action.AE_7
+
+_CONTEXT_ID = attrgetter("context_id")
 
 # PS3.8 §9.1.4 Note 2: the application-level waits this connection can supervise.
 _ASSOCIATION_WAIT = frozenset({State.Sta4, State.Sta5})
@@ -365,7 +369,7 @@ class Connection:
         accepted = self.accepted_contexts
         if accepted is None or (self._state is not _STA6 and self._state is not _STA7):
             return False
-        return any(item.context_id not in accepted for item in pdu.data_value_items)
+        return not accepted.issuperset(map(_CONTEXT_ID, pdu.data_value_items))  # no generator
 
     def _new_association(self, *, requestor: bool) -> None:
         """Forget the previous association's role, limits and transport (back from Sta1)."""
@@ -488,4 +492,10 @@ class Connection:
 
 def _accepted_ids(ac: AAssociateAcPDU) -> frozenset[int]:
     """IDs of the presentation contexts an AC accepted (PS3.8 Table 9-18, result 0)."""
-    return frozenset(item.context_id for item in ac.presentation_context_items if item.result == 0)
+    return frozenset(
+        [
+            item.context_id
+            for item in ac.variable_items
+            if type(item) is PresentationContextItemAC and item.result == 0
+        ]
+    )

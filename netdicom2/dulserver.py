@@ -48,6 +48,8 @@ log = logging.getLogger("netdicom2.server")
 _transitions = logging.getLogger("netdicom2.dul")  # the logger DULServiceProvider writes them to
 
 _OUT_HIGH_WATER = 1 << 20  # stop reading a connection while this much output waits for it
+_READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
+_STA1 = State.Sta1  # bound once: reading a member from an Enum class is a hook call
 # After accept() fails for lack of resources (EMFILE, ENFILE, ENOBUFS, ENOMEM) the listener is
 # not watched for this long instead of spinning on a listener that stays readable; connections
 # wait in the backlog (PS3.8 §9.1.4 Note 1: temporary lack of resources).
@@ -137,7 +139,7 @@ class Channel:
         now = time.monotonic()
         with contextlib.suppress(LocalProtocolError):  # Sta2, Sta4: Evt15 has no PDU to send
             self.perform(self.connection.send(AAbortPDU(source=0, reason_diag=0), now))
-        if self.connection.state is not State.Sta1:
+        if self.connection.state is not _STA1:
             self.transport_lost(now)  # PS3.8 §9.1.4: closed without waiting for ARTIM
         self.server.finish(self, outcome)
 
@@ -212,7 +214,7 @@ class Channel:
     def transport_lost(self, now: float) -> None:
         """Peer close, reset, network failure or stalled peer: Evt17 (AA-4, AA-5 or AR-5)."""
         self._close(flush=False)
-        if self.connection.state is not State.Sta1:
+        if self.connection.state is not _STA1:
             self.perform(self.connection.transport_closed(now))
 
     def _close(self, *, flush: bool) -> None:
@@ -227,15 +229,20 @@ class Channel:
 
     def wanted_mask(self) -> int:
         """Read unless output is backed up (bounded memory); write while output waits."""
-        mask = 0 if self._out.size >= _OUT_HIGH_WATER else selectors.EVENT_READ
-        return mask | selectors.EVENT_WRITE if self._out else mask
+        queued = self._out.size  # > 0 exactly while output waits
+        if not queued:
+            return _READ
+        return _WRITE if queued >= _OUT_HIGH_WATER else _READ | _WRITE
 
     def deadline(self) -> float | None:
         """The nearest of ARTIM / application timeout, bounded send and idle deadline."""
         nearest = self.connection.timer_deadline
-        for other in (self._out.deadline, self.idle_deadline):
-            if other is not None and (nearest is None or other < nearest):
-                nearest = other
+        other = self._out.deadline
+        if other is not None and (nearest is None or other < nearest):
+            nearest = other
+        other = self.idle_deadline
+        if other is not None and (nearest is None or other < nearest):
+            nearest = other
         return nearest
 
     def expire(self, now: float) -> None:
@@ -302,7 +309,11 @@ class DULServer:
         self._lifecycle = threading.Lock()
         self._done = threading.Event()  # serve_forever() has cleaned up and returned
         self._thread: threading.Thread | None = None
-        self._idle = threading.Condition()
+        # wait_idle() waits on _idle; the loop holds its lock directly (no Python-level
+        # __enter__) and notifies only when a waiter is there to be woken.
+        self._idle_lock = threading.Lock()
+        self._idle = threading.Condition(self._idle_lock)
+        self._idle_waiters = 0
         self._active = 0  # connections being served (read by wait_idle from other threads)
         self._accepted = 0
 
@@ -375,9 +386,9 @@ class DULServer:
                         continue
                     if channel.finished:
                         continue
-                    if mask & selectors.EVENT_WRITE:
+                    if mask & _WRITE:
                         channel.flush()
-                    if mask & selectors.EVENT_READ:
+                    if mask & _READ:
                         channel.read()
                     self.settle(channel)
                 if paused_until is not None and now >= paused_until:
@@ -408,9 +419,13 @@ class DULServer:
     def wait_idle(self, timeout: float, *, connections: int = 0) -> bool:
         """Wait until ``connections`` were accepted in all and none is being served."""
         with self._idle:
-            return self._idle.wait_for(
-                lambda: self._active == 0 and self._accepted >= connections, timeout
-            )
+            self._idle_waiters += 1
+            try:
+                return self._idle.wait_for(
+                    lambda: self._active == 0 and self._accepted >= connections, timeout
+                )
+            finally:
+                self._idle_waiters -= 1
 
     # ------------------------------------------------------------------ the loop's parts
 
@@ -439,7 +454,7 @@ class DULServer:
         channel = Channel(self, sock)
         self._channels[sock.fileno()] = channel
         self.pending[channel] = None
-        with self._idle:
+        with self._idle_lock:
             self._active += 1
             self._accepted += 1
         self.accepted(channel)
@@ -462,19 +477,20 @@ class DULServer:
         """After a channel's events: finish it when over, else update interest and deadline."""
         if channel.finished:
             return
-        if channel.sock is None:
-            if channel.connection.state is State.Sta1:
+        sock = channel.sock
+        if sock is None:
+            if channel.connection.state is _STA1:
                 self.finish(channel, ENDED)
                 return
         else:
             mask = channel.wanted_mask()
             if mask != channel.mask:
                 if not channel.mask:
-                    self._selector.register(channel.sock, mask, channel)
+                    self._selector.register(sock, mask, channel)
                 elif not mask:
-                    self._selector.unregister(channel.sock)
+                    self._selector.unregister(sock)
                 else:
-                    self._selector.modify(channel.sock, mask)
+                    self._selector.modify(sock, mask)
                 channel.mask = mask
         # One heap entry per channel: pushed again only when its deadline moved earlier (a
         # later one, e.g. the idle deadline after each indication, is found when the entry
@@ -488,8 +504,10 @@ class DULServer:
         """A channel is closing its socket: stop watching it."""
         self._channels.pop(sock.fileno(), None)
         if channel.mask:
-            with contextlib.suppress(KeyError, ValueError):
+            try:  # noqa: SIM105 - not contextlib.suppress: no context manager per connection
                 self._selector.unregister(sock)
+            except (KeyError, ValueError):
+                pass
             channel.mask = 0
 
     def finish(self, channel: Channel, outcome: str) -> None:
@@ -506,9 +524,10 @@ class DULServer:
         except Exception:
             log.exception("service user failed while closing")
         finally:
-            with self._idle:
+            with self._idle_lock:
                 self._active -= 1
-                self._idle.notify_all()
+                if self._idle_waiters:
+                    self._idle.notify_all()
 
     def _next_deadline(self) -> float | None:
         """The nearest live deadline in the heap (stale entries are dropped)."""
