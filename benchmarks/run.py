@@ -37,15 +37,6 @@ from conformance.tools import system_binary
 
 PY = sys.executable
 MIB = 1 << 20
-GOALS = {
-    "acceptor_vs_pynetdicom": 40.0,
-    "acceptor_vs_dcmtk": 3.0,
-    "requestor_vs_pynetdicom": 40.0,
-    "requestor_vs_dcmtk": 3.0,
-    "into_nd2_vs_storescp": 0.8,
-    "nd2_to_nd2_vs_socket": 0.5,
-    "peak_rss_ratio": 1.5,
-}
 
 
 @dataclass

@@ -238,13 +238,13 @@ class _Session:
         if item.is_command:
             if not item.is_last:
                 self.command += item.fragment
-            elif self.command:
+                return
+            data: bytes | memoryview = item.fragment  # one fragment: decoded without a join
+            if self.command:
                 self.command += item.fragment
-                whole = bytes(self.command)
+                data = bytes(self.command)
                 self.command.clear()
-                self._command_complete(item.context_id, whole)
-            else:
-                self._command_complete(item.context_id, item.fragment)  # one fragment: no join
+            self._command_complete(item.context_id, data)
             return
         if self.pending is None:
             log.warning("data set fragment without a command")
@@ -268,7 +268,7 @@ class _Session:
         if command.command_field == _C_ECHO_RQ:
             with self.scp.stats.lock:
                 self.scp.stats.echoes += 1
-            self._respond(context_id, encode_command(c_echo_rsp(command)))
+            self._respond(context_id, c_echo_rsp(command))
         elif command.command_field == _C_STORE_RQ and command.has_data_set:
             self.pending, self.pending_context = command, context_id
             if self.scp.output_dir is not None:
@@ -283,7 +283,7 @@ class _Session:
                     0x0900: UNRECOGNIZED_OPERATION,
                 }
             )
-            self._respond(context_id, encode_command(response))
+            self._respond(context_id, response)
 
     def _open_sink(self, command: CommandSet, context: AcceptedContext) -> BinaryIO:
         """A Part 10 file named after the SOP instance, header written, ready for fragments."""
@@ -308,11 +308,11 @@ class _Session:
             self.scp.stats.stores += 1
         command, context_id = self.pending, self.pending_context
         self.pending = None
-        self._respond(context_id, encode_command(c_store_rsp(command, status)))
+        self._respond(context_id, c_store_rsp(command, status))
 
-    def _respond(self, context_id: int, command: bytes) -> None:
-        """Send an encoded response command set as one last command fragment (PS3.8 E.2: 03H)."""
-        pdv = PresentationDataValueItem(context_id, 0x03, command)
+    def _respond(self, context_id: int, command: CommandSet) -> None:
+        """Send a response command set as one last command fragment (PS3.8 Annex E.2: 03H)."""
+        pdv = PresentationDataValueItem(context_id, 0x03, encode_command(command))
         self.channel.send(PDataTfPDU([pdv]))
 
     def closed(self, outcome: str) -> None:
