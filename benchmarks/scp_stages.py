@@ -8,10 +8,15 @@ bytes of bare.py over loopback. Each stage is timed from the moment its bytes ar
 to the end of the SCP's work (its answer written), so the figures are the SCP's own cost per
 stage, system calls included, without the wake-up of a sleeping process. Compare code
 versions by running this alternately; the machine's speed drifts between runs.
+
+``--idle-us N`` sleeps N µs before each stage, as the real server waits for its peer between
+PDUs: on a virtual machine that lets the CPU halt, the same work then runs markedly slower
+(cold caches after the halt), which is the condition a served association meets.
 """
 
 from __future__ import annotations
 
+import argparse
 import select
 import socket
 import statistics
@@ -29,8 +34,8 @@ from netdicom2.app_scp import StorageSCP
 STAGES = ("accept", "rq", "pdata", "release", "eof")
 
 
-def run(cycles: int, warmup: int = 100) -> dict[str, float]:
-    """Median µs of each stage (and their total) over `cycles` cycles."""
+def run(cycles: int, warmup: int = 100, idle: float = 0.0) -> dict[str, float]:
+    """Median µs of each stage (and their total) over `cycles` cycles; `idle` s before each."""
     requests, _ = bare.recorded_exchange()
     scp = StorageSCP(port=0)  # the SCP's listener is not used: this script accepts
     buf = bytearray(1 << 16)
@@ -40,6 +45,8 @@ def run(cycles: int, warmup: int = 100) -> dict[str, float]:
         for index in range(cycles + warmup):
             client = bare.nodelay(socket.create_connection(listener.getsockname()[:2]))
             sock, _ = listener.accept()
+            if idle:
+                time.sleep(idle)
             start = clock()
             scp._make_room()  # as DULServer._accept does after accept()
             scp._serve(sock, time.monotonic())
@@ -50,6 +57,8 @@ def run(cycles: int, warmup: int = 100) -> dict[str, float]:
                     client.close()  # the requestor closes after the A-RELEASE-RP (AR-5)
                 else:
                     client.sendall(request)
+                if idle:
+                    time.sleep(idle)  # the CPU may halt, as while a server waits for its peer
                 select.select([sock], [], [])
                 start = clock()
                 channel.read()
@@ -69,8 +78,11 @@ def run(cycles: int, warmup: int = 100) -> dict[str, float]:
 
 def main(argv: list[str]) -> int:
     """Print the medians."""
-    cycles = int(argv[0]) if argv else 3000
-    for name, micros in run(cycles).items():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("cycles", type=int, nargs="?", default=3000)
+    parser.add_argument("--idle-us", type=float, default=0.0, help="sleep before each stage")
+    args = parser.parse_args(argv)
+    for name, micros in run(args.cycles, idle=args.idle_us / 1e6).items():
         print(f"{name:8s} {micros:7.1f} µs")
     return 0
 

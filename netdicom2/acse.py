@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from netdicom2 import __version__
 from netdicom2.items import (
     ApplicationContextItem,
+    AsynchronousOperationsWindowSubItem,
     ImplementationClassUIDSubItem,
     ImplementationVersionNameSubItem,
     MaximumLengthSubItem,
     PresentationContextItemAC,
     PresentationContextItemRQ,
+    SubItem,
     UserInformationItem,
 )
 from netdicom2.pdu import AAssociateAcPDU, AAssociateRjPDU, AAssociateRqPDU
@@ -31,6 +33,7 @@ __all__ = [
     "accepted_contexts",
     "build_rq",
     "negotiate",
+    "operations_window",
 ]
 
 # PS3.7 Annex A.2.1: the DICOM Application Context Name.
@@ -123,15 +126,36 @@ class AcceptedContext:
         fields["transfer_syntax"] = transfer_syntax
 
 
-def _user_information(max_pdu_length: int) -> UserInformationItem:
-    """User information with the mandatory 51H and 52H sub-items and our 55H (PS3.7 D.3.3)."""
-    return UserInformationItem(
-        [
-            MaximumLengthSubItem(max_pdu_length),
-            ImplementationClassUIDSubItem(IMPLEMENTATION_CLASS_UID),
-            ImplementationVersionNameSubItem(IMPLEMENTATION_VERSION_NAME),
-        ]
-    )
+def _user_information(
+    max_pdu_length: int, window: tuple[int, int] | None = None
+) -> UserInformationItem:
+    """User information: the mandatory 51H and 52H, our 55H, and 53H when a window is given."""
+    sub_items: list[SubItem] = [
+        MaximumLengthSubItem(max_pdu_length),
+        ImplementationClassUIDSubItem(IMPLEMENTATION_CLASS_UID),
+    ]
+    if window is not None:  # PS3.7 D.3.3.3 (sub-item order is not significant)
+        sub_items.append(AsynchronousOperationsWindowSubItem(*window))
+    sub_items.append(ImplementationVersionNameSubItem(IMPLEMENTATION_VERSION_NAME))
+    return UserInformationItem(sub_items)
+
+
+def _min_zero_as_max(proposed: int, limit: int) -> int:
+    """The smaller of two window sizes where 0 means unlimited (PS3.7 D.3.3.3)."""
+    if proposed == 0 or limit == 0:
+        return proposed or limit
+    return min(proposed, limit)
+
+
+def operations_window(pdu: AAssociateRqPDU | AAssociateAcPDU) -> tuple[int, int] | None:
+    """(Maximum-number-operations-invoked, -performed) of sub-item 53H, None when absent.
+
+    PS3.7 D.3.3.3: both values are stated from the association-requestor's side in the RQ
+    and in the AC; without the sub-item the window is 1/1 (synchronous operation).
+    """
+    info = pdu.user_information
+    sub = None if info is None else info.first(AsynchronousOperationsWindowSubItem)
+    return None if sub is None else (sub.invoked, sub.performed)
 
 
 def build_rq(
@@ -140,15 +164,21 @@ def build_rq(
     contexts: Iterable[tuple[str, Sequence[str]]],
     *,
     max_pdu_length: int = 16384,
+    max_operations: int = 1,
 ) -> AAssociateRqPDU:
-    """An A-ASSOCIATE-RQ proposing `contexts` with odd IDs 1, 3, 5, ... (PS3.8 §9.3.2.2)."""
+    """An A-ASSOCIATE-RQ proposing `contexts` with odd IDs 1, 3, 5, ... (PS3.8 §9.3.2.2).
+
+    `max_operations` other than 1 proposes an Asynchronous Operations Window (sub-item 53H,
+    PS3.7 D.3.3.3): that many outstanding requests invoked by us, one performed for the peer.
+    """
     items: list[object] = [ApplicationContextItem(APPLICATION_CONTEXT)]
     for index, (abstract, transfer) in enumerate(contexts):
         context_id = 2 * index + 1
         if context_id > 255:
             raise ValueError("at most 128 presentation contexts per association (PS3.8 §9.3.2.2)")
         items.append(PresentationContextItemRQ(context_id, abstract, list(transfer)))
-    items.append(_user_information(max_pdu_length))
+    window = None if max_operations == 1 else (max_operations, 1)
+    items.append(_user_information(max_pdu_length, window))
     return AAssociateRqPDU(called_ae, calling_ae, items)  # type: ignore[arg-type]
 
 
@@ -167,12 +197,16 @@ def negotiate(
     transfer_syntaxes: Sequence[str] = TRANSFER_SYNTAXES,
     max_pdu_length: int = 16384,
     ae_title: str | None = None,
+    max_operations_performed: int = 1,
 ) -> tuple[AAssociateAcPDU | AAssociateRjPDU, list[AcceptedContext]]:
     """Answer an A-ASSOCIATE-RQ: RJ 1/1/7 on a wrong called AE title, else an AC.
 
     Each proposed context gets one result (PS3.8 Table 9-18): accepted with the proposed
     transfer syntax we prefer, 3 for an unknown abstract syntax, 4 for no common transfer
     syntax. `abstract_syntaxes=None` means Verification and the storage SOP classes.
+    An RQ with an Asynchronous Operations Window (53H) gets one back (PS3.7 D.3.3.3): the
+    requestor may invoke up to its proposal bounded by `max_operations_performed` (0 means
+    unlimited), and this acceptor invokes one operation at a time.
     """
     if ae_title is not None and rq.called_ae_title.strip() != ae_title.strip():
         # PS3.8 Table 9-21: rejected-permanent, service-user, called-AE-title-not-recognized.
@@ -195,7 +229,12 @@ def negotiate(
             result, chosen = ACCEPTANCE, preferred
             accepted.append(AcceptedContext(context.context_id, abstract, chosen))
         results.append(PresentationContextItemAC(context.context_id, result, chosen))
-    results.append(_user_information(max_pdu_length))
+    proposed_window = operations_window(rq)
+    window = None
+    if proposed_window is not None:  # PS3.7 D.3.3.3: answered only when proposed
+        # Ours to perform: bounded by max_operations_performed. Ours to invoke: one at a time.
+        window = (_min_zero_as_max(proposed_window[0], max_operations_performed), 1)
+    results.append(_user_information(max_pdu_length, window))
     ac = AAssociateAcPDU(rq.called_ae_title, rq.calling_ae_title, results)  # type: ignore[arg-type]
     return ac, accepted
 

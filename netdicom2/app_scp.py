@@ -90,6 +90,10 @@ class StorageSCP(DULServer):
     before it is aborted (PS3.8 §9.1.4 Note 2, not ARTIM); `send_timeout` seconds a peer may
     leave our output unread. Each connection costs one file descriptor (its socket) and no
     thread: the service user answers from within the indication, in the loop thread.
+    `max_operations` bounds the Asynchronous Operations Window granted to a requestor that
+    proposes one (PS3.7 D.3.3.3; 0, the default, grants what it proposes): requests are
+    performed in the order received and each is answered when complete, so pipelined requests
+    wait in the transport, bounded by TCP flow control.
     """
 
     def __init__(
@@ -106,6 +110,7 @@ class StorageSCP(DULServer):
         max_pending: int = 1000,
         idle_timeout: float | None = 60.0,
         send_timeout: float = 30.0,
+        max_operations: int = 0,
     ) -> None:
         """Bind host:port (127.0.0.1 by default) and prepare; start() serves."""
         super().__init__(
@@ -121,6 +126,7 @@ class StorageSCP(DULServer):
         self.output_dir = output_dir
         self.abstract_syntaxes = abstract_syntaxes
         self.max_associations = max_associations
+        self.max_operations = max_operations
         self.stats = SCPStats()
         self._admitted = 0  # associations holding a slot (taken at AE-6, loop thread only)
 
@@ -212,6 +218,7 @@ class _Session:
                 abstract_syntaxes=self.scp.abstract_syntaxes,
                 max_pdu_length=self.scp.max_pdu_length,
                 ae_title=self.scp.ae_title,
+                max_operations_performed=self.scp.max_operations,
             )
             self.contexts = {context.context_id: context for context in accepted}
             self.channel.send(answer)  # raises if the association ended meanwhile (Sta13: AA-8)
@@ -349,6 +356,12 @@ def add_subcommand(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument(
         "--send-timeout", type=float, default=30.0, help="drop a peer that reads nothing this long"
     )
+    p.add_argument(
+        "--max-operations",
+        type=int,
+        default=0,
+        help="outstanding requests a requestor may invoke, PS3.7 D.3.3.3 (0: what it proposes)",
+    )
     p.add_argument("-v", "--verbose", action="count", default=0, help="-v info, -vv debug")
     p.set_defaults(handler=_run)
 
@@ -380,6 +393,7 @@ def _run(args: argparse.Namespace) -> int:
         max_pending=args.max_pending,
         idle_timeout=args.idle_timeout or None,
         send_timeout=args.send_timeout,
+        max_operations=args.max_operations,
     )
     done = threading.Event()
 

@@ -4,6 +4,9 @@
 (command, then data set, fragmented to the peer's maximum PDU length), wait for a response
 command, release. Every wait is bounded by `timeout` (an ACSE/DIMSE timeout, PS3.8 §9.1.4
 Note 2: not ARTIM); on expiry the association is aborted (A-ABORT, Evt15 → AA-1).
+`store` can keep several C-STOREs outstanding when the acceptor grants an Asynchronous
+Operations Window (PS3.7 D.3.3.3): each data set is sent without waiting for the previous
+response, which saves a round trip per data set.
 """
 
 from __future__ import annotations
@@ -11,16 +14,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import mmap
+import os
 import sys
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from netdicom2.acse import AcceptedContext, accepted_contexts, build_rq
+from netdicom2.acse import AcceptedContext, accepted_contexts, build_rq, operations_window
 from netdicom2.dimse import (
     VERIFICATION_SOP_CLASS,
     CommandSet,
     DimseError,
+    FileMeta,
     c_echo_rq,
     c_store_rq,
     decode_command,
@@ -48,7 +54,11 @@ class AssociationError(NetDicomError):
 
 
 class Association:
-    """A requestor association over DULServiceProvider (context manager: releases on exit)."""
+    """A requestor association over DULServiceProvider (context manager: releases on exit).
+
+    `max_operations` other than 1 proposes that many outstanding requests (sub-item 53H,
+    PS3.7 D.3.3.3); `window` is what the acceptor granted: 1 when its AC has no 53H.
+    """
 
     def __init__(
         self,
@@ -60,9 +70,21 @@ class Association:
         max_pdu_length: int = 16384,
         timeout: float = 30.0,
         connect: Connector | None = None,
+        max_operations: int = 1,
     ) -> None:
+        if not 1 <= max_operations <= 0xFFFF:
+            # 0 (unlimited) would let responses pile up unread: a window is always bounded.
+            raise ValueError(f"max_operations must be 1..65535, not {max_operations}")
         self.timeout = timeout
-        self.rq = build_rq(called_ae, calling_ae, contexts, max_pdu_length=max_pdu_length)
+        self.max_operations = max_operations
+        self.window = 1
+        self.rq = build_rq(
+            called_ae,
+            calling_ae,
+            contexts,
+            max_pdu_length=max_pdu_length,
+            max_operations=max_operations,
+        )
         # One user thread alternates send() and receive(): it runs the provider's loop itself,
         # saving a thread start and the hand-offs (DULServiceProvider, threaded=False).
         self.dul = DULServiceProvider(
@@ -89,6 +111,11 @@ class Association:
         if isinstance(answer, AAssociateAcPDU):
             self.ac = answer
             self.contexts = accepted_contexts(self.rq, answer)
+            granted = operations_window(answer)
+            if granted is not None and self.max_operations != 1:
+                # PS3.7 D.3.3.3: the AC's invoked value is what we may have outstanding; never
+                # more than we proposed (0 from the acceptor would mean unlimited).
+                self.window = min(granted[0] or self.max_operations, self.max_operations)
             return answer
         self.dul.kill()
         if isinstance(answer, AAssociateRjPDU):
@@ -178,32 +205,83 @@ def echo(address: tuple[str, int], **kwargs: object) -> int:
 
 def store(address: tuple[str, int], files: Sequence[Path], **kwargs: object) -> list[int]:
     """Send each Part 10 file with C-STORE in one association; returns the statuses."""
-    metas = []
-    for path in files:
-        with path.open("rb") as handle:
-            head = handle.read(1 << 16)
-        metas.append(read_part10(head))
+    metas = [_file_meta(path) for path in files]
     proposals: list[tuple[str, list[str]]] = []
     for meta in metas:
         wanted = [meta.transfer_syntax_uid]
         if (meta.sop_class_uid, wanted) not in proposals:
             proposals.append((meta.sop_class_uid, wanted))
-    statuses = []
+    statuses: list[int] = []
+    outstanding: deque[int] = deque()  # message IDs sent, oldest first, until reported
+    answered: dict[int, int] = {}
     with Association(address, proposals, **kwargs) as assoc:  # type: ignore[arg-type]
         for path, meta in zip(files, metas, strict=True):
+            while len(outstanding) - len(answered) >= assoc.window:  # PS3.7 D.3.3.3
+                _collect(assoc, outstanding, answered, statuses)
             context_id = assoc.context_for(meta.sop_class_uid, meta.transfer_syntax_uid)
-            command = c_store_rq(assoc.next_message_id(), meta.sop_class_uid, meta.sop_instance_uid)
-            with _mapped(path) as data:
+            message_id = assoc.next_message_id()
+            command = c_store_rq(message_id, meta.sop_class_uid, meta.sop_instance_uid)
+            with _contents(path) as data:
                 assoc.send_message(context_id, command, data[meta.dataset_offset :])
-            status = assoc.receive_command().status
-            statuses.append(-1 if status is None else status)
+            outstanding.append(message_id)
+        while outstanding:
+            _collect(assoc, outstanding, answered, statuses)
     return statuses
 
 
-@contextlib.contextmanager
-def _mapped(path: Path) -> Iterator[memoryview]:
-    """The file's bytes, mapped rather than read into memory (read when it cannot be mapped)."""
+def _collect(
+    assoc: Association, outstanding: deque[int], answered: dict[int, int], statuses: list[int]
+) -> None:
+    """Receive one C-STORE-RSP; append the statuses of the oldest requests now answered.
+
+    Responses are matched by Message ID Being Responded To (PS3.7 §9.3.1.2), so a peer may
+    answer outstanding requests in any order; the statuses keep the order of the files.
+    """
+    response = assoc.receive_command()
+    responded = response.message_id_being_responded_to
+    if responded not in outstanding or responded in answered:
+        raise AssociationError(f"C-STORE-RSP for message {responded}, which is not outstanding")
+    answered[responded] = -1 if response.status is None else response.status
+    while outstanding and outstanding[0] in answered:
+        statuses.append(answered.pop(outstanding.popleft()))
+
+
+# Files up to this size are read with one read(): cheaper than the page faults of a mapping.
+_READ_WHOLE = 4 << 20
+# The File Meta group is read from a head this long, then from longer ones while it goes on.
+_HEAD = 4096
+_MAX_HEAD = 1 << 20
+
+
+def _file_meta(path: Path) -> FileMeta:
+    """The File Meta group of a Part 10 file (PS3.10 §7.1), read from the head of the file."""
+    size = _HEAD
     with path.open("rb") as handle:
+        while True:
+            head = handle.read(size)
+            at_end = len(head) < size
+            try:
+                meta = read_part10(head)
+            except DimseError:
+                if at_end or size >= _MAX_HEAD:
+                    raise
+            else:
+                # Complete when an element of another group follows it (or the file ends).
+                if at_end or meta.dataset_offset + 8 <= len(head):
+                    return meta
+                if size >= _MAX_HEAD:
+                    raise DimseError(f"file meta group longer than {_MAX_HEAD} bytes")
+            size *= 16
+            handle.seek(0)
+
+
+@contextlib.contextmanager
+def _contents(path: Path) -> Iterator[memoryview]:
+    """The file's bytes: read when small, mapped when large (never held twice)."""
+    with path.open("rb") as handle:
+        if os.fstat(handle.fileno()).st_size <= _READ_WHOLE:
+            yield memoryview(handle.read())
+            return
         try:
             mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
         except (OSError, ValueError):  # an empty file, or one that cannot be mapped
@@ -238,17 +316,27 @@ def add_subcommands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         p.add_argument("--calling-ae", default="NETDICOM2", help="calling AE title")
         p.add_argument("--max-pdu", type=int, default=16384, help="maximum PDU length we receive")
         p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for answers")
+        if name == "store":
+            p.add_argument(
+                "--max-operations",
+                type=int,
+                default=1,
+                help="C-STOREs outstanding at once if the acceptor agrees (PS3.7 D.3.3.3)",
+            )
         p.set_defaults(handler=_run_echo if name == "echo" else _run_store)
 
 
 def _kwargs(args: argparse.Namespace) -> dict[str, object]:
     """Association keyword arguments from the command line."""
-    return {
+    kwargs: dict[str, object] = {
         "called_ae": args.called_ae,
         "calling_ae": args.calling_ae,
         "max_pdu_length": args.max_pdu,
         "timeout": args.timeout,
     }
+    if getattr(args, "max_operations", 1) != 1:
+        kwargs["max_operations"] = args.max_operations
+    return kwargs
 
 
 def _run_echo(args: argparse.Namespace) -> int:

@@ -79,6 +79,11 @@ class CommandSet:
         return int(self.elements.get(0x0110, 0))
 
     @property
+    def message_id_being_responded_to(self) -> int:
+        """(0000,0120) Message ID Being Responded To (a response names its request)."""
+        return int(self.elements.get(0x0120, 0))
+
+    @property
     def has_data_set(self) -> bool:
         """(0000,0800) other than 0101H means a data set follows (PS3.7 Table E.1-1)."""
         return int(self.elements.get(0x0800, NO_DATA_SET)) != NO_DATA_SET

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from netdicom2.app_scp import StorageSCP
-from netdicom2.app_scu import echo, store
-from netdicom2.dimse import read_part10
+from netdicom2.app_scu import Association, echo, store
+from netdicom2.dimse import VERIFICATION_SOP_CLASS, read_part10
+from netdicom2.dulprovider import Connector
 from tests.dicomfiles import write_part10
 from tests.peers import dcmtk_storescp, orthanc, pynetdicom_scp, require
 
@@ -41,6 +42,15 @@ def _stored_dataset(path: Path) -> bytes:
     """The data set bytes of a Part 10 file (after the File Meta group)."""
     data = path.read_bytes()
     return data[read_part10(data).dataset_offset :]
+
+
+def _window_granted(address: tuple[str, int], connect: Connector, called_ae: str) -> int:
+    """How many outstanding operations the peer grants a requestor proposing 8 (PS3.7 D.3.3.3)."""
+    contexts = [(VERIFICATION_SOP_CLASS, ["1.2.840.10008.1.2"])]
+    with Association(
+        address, contexts, connect=connect, called_ae=called_ae, max_operations=8
+    ) as assoc:
+        return assoc.window
 
 
 def test_dcmtk_echoscu_against_netdicom2_scp(scp: StorageSCP) -> None:
@@ -111,6 +121,9 @@ def test_netdicom2_echo_and_store_against_dcmtk_storescp(tmp_path: Path, big_fil
         assert echo(address, connect=server.connect, called_ae="STORESCP") == 0
         statuses = store(address, [big_file], connect=server.connect, called_ae="STORESCP")
         assert statuses == [0]
+        # storescp grants no Asynchronous Operations Window: store() stays synchronous.
+        assert _window_granted(address, server.connect, "STORESCP") == 1
+        assert store(address, [big_file] * 2, connect=server.connect, max_operations=8) == [0, 0]
         for max_pdu in (4096, 0):  # what storescp may send us back: at most 4096, or unlimited
             assert echo(address, connect=server.connect, max_pdu_length=max_pdu) == 0
 
@@ -120,6 +133,8 @@ def test_netdicom2_echo_and_store_against_pynetdicom_scp(tmp_path: Path, big_fil
         address = ("127.0.0.1", server.port)
         assert echo(address, connect=server.connect, called_ae="PYNETDICOM") == 0
         assert store(address, [big_file], connect=server.connect) == [0]
+        assert _window_granted(address, server.connect, "PYNETDICOM") == 1
+        assert store(address, [big_file] * 2, connect=server.connect, max_operations=8) == [0, 0]
 
 
 def test_netdicom2_echo_and_store_against_orthanc(tmp_path: Path, big_file: Path) -> None:
