@@ -140,6 +140,12 @@ def _user_information(
     return UserInformationItem(sub_items)
 
 
+def _check_window(name: str, value: int) -> None:
+    """A window size is a uint16 (PS3.7 Table D.3-7); 0 means unlimited."""
+    if not 0 <= value <= 0xFFFF:
+        raise ValueError(f"{name} must be 0..65535, not {value}")
+
+
 def _min_zero_as_max(proposed: int, limit: int) -> int:
     """The smaller of two window sizes where 0 means unlimited (PS3.7 D.3.3.3)."""
     if proposed == 0 or limit == 0:
@@ -171,6 +177,7 @@ def build_rq(
     `max_operations` other than 1 proposes an Asynchronous Operations Window (sub-item 53H,
     PS3.7 D.3.3.3): that many outstanding requests invoked by us, one performed for the peer.
     """
+    _check_window("max_operations", max_operations)
     items: list[object] = [ApplicationContextItem(APPLICATION_CONTEXT)]
     for index, (abstract, transfer) in enumerate(contexts):
         context_id = 2 * index + 1
@@ -208,6 +215,7 @@ def negotiate(
     requestor may invoke up to its proposal bounded by `max_operations_performed` (0 means
     unlimited), and this acceptor invokes one operation at a time.
     """
+    _check_window("max_operations_performed", max_operations_performed)
     if ae_title is not None and rq.called_ae_title.strip() != ae_title.strip():
         # PS3.8 Table 9-21: rejected-permanent, service-user, called-AE-title-not-recognized.
         return AAssociateRjPDU(result=1, source=1, reason_diag=7), []

@@ -113,6 +113,8 @@ class StorageSCP(DULServer):
         max_operations: int = 0,
     ) -> None:
         """Bind host:port (127.0.0.1 by default) and prepare; start() serves."""
+        if not 0 <= max_operations <= 0xFFFF:  # a uint16 in sub-item 53H (PS3.7 Table D.3-7)
+            raise ValueError(f"max_operations must be 0..65535, not {max_operations}")
         super().__init__(
             socket.create_server((host, port), backlog=1024),
             artim_timeout=artim_timeout,

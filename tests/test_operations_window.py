@@ -95,6 +95,16 @@ def test_an_association_refuses_an_unbounded_or_invalid_window() -> None:
             Association(("127.0.0.1", 9), [(VERIFICATION, [IMPLICIT_LE])], max_operations=bad)
 
 
+def test_window_sizes_outside_uint16_are_refused_before_anything_is_sent() -> None:
+    for bad in (-1, 0x10000):
+        with pytest.raises(ValueError, match="max_operations"):
+            _rq(max_operations=bad)
+        with pytest.raises(ValueError, match="max_operations_performed"):
+            negotiate(_rq(max_operations=4), max_operations_performed=bad)
+        with pytest.raises(ValueError, match="max_operations"):
+            StorageSCP("127.0.0.1", 0, max_operations=bad)
+
+
 # ----------------------------------------------------------------------------- against StorageSCP
 
 

@@ -1,4 +1,4 @@
-"""store(): Part 10 files read for C-STORE (File Meta group of any length, small and large files)."""
+"""store() reads Part 10 files for C-STORE: File Meta groups of any length, any file size."""
 
 from __future__ import annotations
 
