@@ -217,8 +217,8 @@ def listener() -> Iterator[socket.socket]:
 
 def _run_store(
     listener: socket.socket, files: list[Path], max_operations: int
-) -> tuple[threading.Thread, Callable[[], object]]:
-    """store() in a thread; the second value returns its statuses or the exception it raised."""
+) -> Callable[[], object]:
+    """store() in a thread; call the result for its statuses or the exception it raised."""
     result: list[object] = []
 
     def run() -> None:
@@ -229,16 +229,21 @@ def _run_store(
         except Exception as exc:  # handed to the test
             result.append(exc)
 
+    def outcome() -> object:
+        thread.join(WAIT)
+        assert not thread.is_alive(), "store() did not return"
+        return result[0]
+
     thread = threading.Thread(target=run)
     thread.start()
-    return thread, lambda: result[0]
+    return outcome
 
 
 def test_store_keeps_to_the_window_and_matches_responses_by_message_id(
     listener: socket.socket, files: list[Path]
 ) -> None:
     statuses = [0x0000, 0xB000, 0xB007, 0x0000, 0xA700, 0xB006, 0x0000]
-    thread, outcome = _run_store(listener, files, max_operations=8)
+    outcome = _run_store(listener, files, max_operations=8)
     peer = ScriptedAcceptor(listener, grant=3)  # the requestor proposed 8: 3 are granted
     sent = 0
     while sent < len(files):
@@ -251,14 +256,13 @@ def test_store_keeps_to_the_window_and_matches_responses_by_message_id(
             peer.answer(request, statuses[request.message_id - 1])
         sent += len(batch)
     peer.release()
-    thread.join(WAIT)
     assert outcome() == statuses  # in the order of the files, not of the answers
 
 
 def test_store_waits_for_each_response_without_a_window(
     listener: socket.socket, files: list[Path]
 ) -> None:
-    thread, outcome = _run_store(listener, files[:2], max_operations=8)
+    outcome = _run_store(listener, files[:2], max_operations=8)
     peer = ScriptedAcceptor(listener, grant=1)
     first = peer.next_request()
     with pytest.raises(TimeoutError):
@@ -266,14 +270,13 @@ def test_store_waits_for_each_response_without_a_window(
     peer.answer(first, 0)
     peer.answer(peer.next_request(), 0)
     peer.release()
-    thread.join(WAIT)
     assert outcome() == [0, 0]
 
 
 def test_a_response_to_no_outstanding_request_aborts_the_store(
     listener: socket.socket, files: list[Path]
 ) -> None:
-    thread, outcome = _run_store(listener, files[:2], max_operations=2)
+    outcome = _run_store(listener, files[:2], max_operations=2)
     peer = ScriptedAcceptor(listener, grant=2)
     request = peer.next_request()
     peer.next_request()
@@ -281,7 +284,6 @@ def test_a_response_to_no_outstanding_request_aborts_the_store(
     aborted = peer.dul.receive(WAIT)  # the requestor's A-ABORT (Evt15 → AA-1)
     assert aborted.pdu_type == 0x07
     peer.dul.kill()
-    thread.join(WAIT)
     error = outcome()
     assert isinstance(error, AssociationError)
     assert "message 99" in str(error)
