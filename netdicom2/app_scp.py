@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from netdicom2.acse import AcceptedContext, negotiate
+from netdicom2.cli import bounded_int
 from netdicom2.dimse import (
     COMMAND_FIELDS,
     NO_DATA_SET,
@@ -360,7 +361,7 @@ def add_subcommand(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     )
     p.add_argument(
         "--max-operations",
-        type=int,
+        type=bounded_int(0, 0xFFFF),
         default=0,
         help="outstanding requests a requestor may invoke, PS3.7 D.3.3.3 (0: what it proposes)",
     )

@@ -22,6 +22,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from netdicom2.acse import AcceptedContext, accepted_contexts, build_rq, operations_window
+from netdicom2.cli import bounded_int
 from netdicom2.dimse import (
     VERIFICATION_SOP_CLASS,
     CommandSet,
@@ -319,7 +320,7 @@ def add_subcommands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         if name == "store":
             p.add_argument(
                 "--max-operations",
-                type=int,
+                type=bounded_int(1, 0xFFFF),
                 default=1,
                 help="C-STOREs outstanding at once if the acceptor agrees (PS3.7 D.3.3.3)",
             )

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 
 from netdicom2 import __version__
 
-__all__ = ["main"]
+__all__ = ["bounded_int", "main"]
 
 # Subcommand name -> "module:function" that adds it to the parser; imported lazily so that
 # `netdicom2 --help` stays fast and the library never needs the harness' optional dependencies.
@@ -44,6 +44,21 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         getattr(module, func_name)(sub)
     return parser
+
+
+def bounded_int(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer in [low, high], else a usage error naming the range."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not in {low}..{high}")
+        return value
+
+    return parse
 
 
 def _unavailable(name: str, exc: ImportError) -> Handler:
