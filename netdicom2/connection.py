@@ -164,8 +164,17 @@ class Connection:
         release_timeout: float | None = None,
         max_other_length: int | None = None,
         observer: Observer | None = None,
+        transcript_limit: int | None = None,
     ) -> None:
-        """Start in Sta1; ``requestor`` fixes the role, None takes it from Evt1 or Evt5."""
+        """Start in Sta1; ``requestor`` fixes the role, None takes it from Evt1 or Evt5.
+
+        ``transcript_limit`` keeps at least that many of the latest transitions (and at most
+        twice as many) instead of all of them: one per PDU, so a peer sending tiny PDUs would
+        otherwise grow the transcript for as long as the association lasts.
+        ``transcript_dropped`` counts the transitions no longer kept.
+        """
+        if transcript_limit is not None and transcript_limit < 1:
+            raise ValueError(f"transcript_limit must be at least 1, not {transcript_limit}")
         self._fixed_role = requestor
         self._artim_timeout = artim_timeout
         self._default_max_pdu_length = max_pdu_length
@@ -178,6 +187,10 @@ class Connection:
         self._state = _STA1
         self.is_requestor: bool | None = requestor
         self.transcript: list[Transition] = []
+        self.transcript_dropped = 0
+        self._transcript_limit = transcript_limit
+        # Trimmed when it passes twice the limit: amortised O(1) per transition.
+        self._transcript_high = 2 * transcript_limit if transcript_limit else None
         self.max_pdu_length = max_pdu_length
         self.peer_max_pdu_length: int | None = None
         self.timed_out: str | None = None
@@ -465,16 +478,29 @@ class Connection:
             self._framer = None
         if self._association_timeout is not None or self._release_timeout is not None:
             self._supervise(now)
-        self.transcript.append(transition)  # as _record
+        transcript = self.transcript  # as _record, inlined: one call fewer per transition
+        transcript.append(transition)
+        if self._transcript_high is not None and len(transcript) > self._transcript_high:
+            self._trim_transcript()
         if self.observer is not None:
             self.observer(transition)
         return list(effects)
 
     def _record(self, transition: Transition) -> None:
-        """Append a step to the transcript, then tell the observer."""
-        self.transcript.append(transition)
+        """Append a step to the transcript (bounded if asked), then tell the observer."""
+        transcript = self.transcript
+        transcript.append(transition)
+        if self._transcript_high is not None and len(transcript) > self._transcript_high:
+            self._trim_transcript()
         if self.observer is not None:
             self.observer(transition)
+
+    def _trim_transcript(self) -> None:
+        """Keep the latest ``transcript_limit`` transitions; count the others as dropped."""
+        assert self._transcript_limit is not None
+        dropped = len(self.transcript) - self._transcript_limit
+        del self.transcript[:dropped]
+        self.transcript_dropped += dropped
 
     def _supervise(self, now: float) -> None:
         """Arm, keep or clear the application timeout for the state just entered (§9.1.4)."""

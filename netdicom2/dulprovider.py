@@ -54,6 +54,7 @@ from netdicom2.exceptions import LocalProtocolError, ProviderStoppedError, Timeo
 from netdicom2.fsm import State
 from netdicom2.pdu import PDU, AAbortPDU, AAssociateRqPDU, PDataTfPDU
 from netdicom2.transport import (
+    TRANSCRIPT_LIMIT,
     OutputQueue,
     Wakeup,
     log_transition,
@@ -165,6 +166,7 @@ class DULServiceProvider(threading.Thread):
             # Not a bound method: the provider and its connection form no reference cycle, so
             # each association's objects are freed at once instead of by the cyclic GC.
             observer=_transition_observer(self._observers),
+            transcript_limit=TRANSCRIPT_LIMIT,
         )
         if dul_socket is not None:
             # PS3.8 §9.1.2: the acceptor accepts the connection and starts ARTIM (Evt5 → AE-5).

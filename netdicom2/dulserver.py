@@ -40,7 +40,14 @@ from netdicom2.connection import (
 from netdicom2.exceptions import LocalProtocolError, ProviderStoppedError
 from netdicom2.fsm import State
 from netdicom2.pdu import PDU, AAbortPDU, AAssociateRjPDU, AAssociateRqPDU, PDataTfPDU
-from netdicom2.transport import OutputQueue, log_transition, receive, set_nodelay, split_pdata
+from netdicom2.transport import (
+    TRANSCRIPT_LIMIT,
+    OutputQueue,
+    log_transition,
+    receive,
+    set_nodelay,
+    split_pdata,
+)
 
 __all__ = ["Channel", "DULServer", "Handler"]
 
@@ -98,6 +105,7 @@ class Channel:
             acceptable=self._admit,
             # One DEBUG line per transition (as DULServiceProvider), when asked for at accept.
             observer=log_transition if _transitions.isEnabledFor(logging.DEBUG) else None,
+            transcript_limit=TRANSCRIPT_LIMIT,
         )
         self.handler: Handler | None = None
         self.finished = False

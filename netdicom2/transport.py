@@ -29,6 +29,7 @@ __all__ = [
     "IN_PROGRESS",
     "MAX_PARTS",
     "RECV_SIZE",
+    "TRANSCRIPT_LIMIT",
     "OutputQueue",
     "Wakeup",
     "log_transition",
@@ -43,6 +44,9 @@ log = logging.getLogger("netdicom2.dul")
 # Below glibc's mmap threshold: each read allocates from the heap. The rest of a large PDU is
 # received straight into its own buffer instead (Connection.receive_buffer).
 RECV_SIZE = 1 << 16
+# The transitions each adapter's connection keeps (Connection.transcript_limit): one comes per
+# PDU, so an association of many small PDUs must not grow memory for as long as it lasts.
+TRANSCRIPT_LIMIT = 4096
 # A P-DATA-TF's pieces are gathered by one sendmsg(2), well under IOV_MAX; more are joined.
 MAX_PARTS = 64
 # connect_ex results of a TCP connect that has not completed yet.
