@@ -24,6 +24,7 @@ from netdicom2.acse import AcceptedContext, negotiate
 from netdicom2.cli import bounded_int
 from netdicom2.dimse import (
     COMMAND_FIELDS,
+    MAX_COMMAND_LENGTH,
     NO_DATA_SET,
     CommandSet,
     DimseError,
@@ -246,12 +247,17 @@ class _Session:
             self.channel.send(AAbortPDU(source=0, reason_diag=0))
             return
         if item.is_command:
-            if not item.is_last:
+            if self.command or not item.is_last:
                 self.command += item.fragment
-                return
+                if len(self.command) > MAX_COMMAND_LENGTH:
+                    log.warning("command set longer than %d bytes", MAX_COMMAND_LENGTH)
+                    self.command.clear()
+                    self.channel.send(AAbortPDU(source=0, reason_diag=0))
+                    return
+                if not item.is_last:
+                    return
             data: bytes | memoryview = item.fragment  # one fragment: decoded without a join
             if self.command:
-                self.command += item.fragment
                 data = bytes(self.command)
                 self.command.clear()
             self._command_complete(item.context_id, data)

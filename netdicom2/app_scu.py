@@ -24,6 +24,7 @@ from pathlib import Path
 from netdicom2.acse import AcceptedContext, accepted_contexts, build_rq, operations_window
 from netdicom2.cli import bounded_int
 from netdicom2.dimse import (
+    MAX_COMMAND_LENGTH,
     VERIFICATION_SOP_CLASS,
     CommandSet,
     DimseError,
@@ -156,12 +157,15 @@ class Association:
                 raise AssociationError(f"association ended while waiting for a response: {pdu!r}")
             for item in pdu.data_value_items:
                 if item.is_command:
-                    if item.is_last:
-                        if not buffer:  # the whole command in one fragment: no joining copy
-                            return decode_command(item.fragment)
-                        buffer += item.fragment
-                        return decode_command(bytes(buffer))
+                    if item.is_last and not buffer:  # one fragment: decoded without a join
+                        return decode_command(item.fragment)
                     buffer += item.fragment
+                    if len(buffer) > MAX_COMMAND_LENGTH:
+                        raise AssociationError(
+                            f"response command set longer than {MAX_COMMAND_LENGTH} bytes"
+                        )
+                    if item.is_last:
+                        return decode_command(bytes(buffer))
 
     def next_message_id(self) -> int:
         """Message IDs 1, 2, 3, ... (PS3.7 §9.3: unique among outstanding requests)."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "COMMAND_FIELDS",
+    "MAX_COMMAND_LENGTH",
     "NO_DATA_SET",
     "VERIFICATION_SOP_CLASS",
     "CommandSet",
@@ -32,6 +33,10 @@ IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 # PS3.7 Table E.1-1: (0000,0800) Command Data Set Type 0101H means "no data set".
 NO_DATA_SET = 0x0101
 DATA_SET_PRESENT = 0x0000
+# The longest command set the example programs collect from fragments. PS3.7 sets no limit;
+# real command sets are a few hundred bytes. Without one, a peer sending command fragments
+# that are never the last (PS3.8 Annex E.2) would grow memory for as long as it sends.
+MAX_COMMAND_LENGTH = 1 << 16
 
 # PS3.7 §9.3 / §E: command field values.
 COMMAND_FIELDS = {
