@@ -247,6 +247,12 @@ class _Session:
             self.channel.send(AAbortPDU(source=0, reason_diag=0))
             return
         if item.is_command:
+            if self.pending is not None:
+                # PS3.8 Annex E.2 [interp], as framing.Reassembler: a command fragment while the
+                # data set of the previous command is expected is a protocol error.
+                log.warning("command fragment while a data set is expected")
+                self.channel.send(AAbortPDU(source=0, reason_diag=0))
+                return
             if self.command or not item.is_last:
                 self.command += item.fragment
                 if len(self.command) > MAX_COMMAND_LENGTH:

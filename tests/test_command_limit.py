@@ -12,7 +12,13 @@ import pytest
 from netdicom2.acse import negotiate
 from netdicom2.app_scp import StorageSCP
 from netdicom2.app_scu import AssociationError, echo
-from netdicom2.dimse import MAX_COMMAND_LENGTH, c_echo_rq, decode_command, encode_command
+from netdicom2.dimse import (
+    MAX_COMMAND_LENGTH,
+    c_echo_rq,
+    c_store_rq,
+    decode_command,
+    encode_command,
+)
 from netdicom2.dulprovider import DULServiceProvider
 from netdicom2.items import PresentationDataValueItem
 from netdicom2.pdu import AAssociateRqPDU, PDataTfPDU, decode
@@ -117,3 +123,14 @@ def test_a_response_command_set_longer_than_the_limit_ends_the_requestor() -> No
     (error,) = result
     assert isinstance(error, AssociationError)
     assert f"longer than {MAX_COMMAND_LENGTH} bytes" in str(error)
+
+
+def test_a_command_while_a_data_set_is_expected_is_aborted(associated: Associated) -> None:
+    scp, sock = associated
+    store_rq = c_store_rq(1, "1.2.840.10008.5.1.4.1.1.7", "1.2.826.0.1.3680043.9.3811.91")
+    sock.sendall(_command_fragments(encode_command(store_rq), pieces=1))
+    # The data set never comes: another command instead (PS3.8 Annex E.2 [interp]).
+    sock.sendall(_command_fragments(encode_command(c_echo_rq(2)), pieces=1))
+    answer = _read_pdu(sock)
+    assert answer[0] == 0x07  # A-ABORT, not a C-ECHO-RSP
+    assert scp.stats.echoes == 0 and scp.stats.stores == 0
