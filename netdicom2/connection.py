@@ -478,12 +478,7 @@ class Connection:
             self._framer = None
         if self._association_timeout is not None or self._release_timeout is not None:
             self._supervise(now)
-        transcript = self.transcript  # as _record, inlined: one call fewer per transition
-        transcript.append(transition)
-        if self._transcript_high is not None and len(transcript) > self._transcript_high:
-            self._trim_transcript()
-        if self.observer is not None:
-            self.observer(transition)
+        self._record(transition)
         return list(effects)
 
     def _record(self, transition: Transition) -> None:
