@@ -21,7 +21,15 @@ from netdicom2.dimse import VERIFICATION_SOP_CLASS, c_echo_rq, encode_command
 from netdicom2.items import PresentationDataValueItem
 from netdicom2.pdu import PDataTfPDU
 
-__all__ = ["Hostile", "HostileCrowd", "HostileOutcome", "association_rq", "echo_pdata"]
+__all__ = [
+    "Hostile",
+    "HostileCrowd",
+    "HostileOutcome",
+    "association_rq",
+    "echo_pdata",
+    "read_exactly",
+    "read_pdu",
+]
 
 _CHUNK = 1 << 16
 _INF = float("inf")
@@ -32,6 +40,23 @@ def association_rq(called: str = "ANY-SCP", calling: str = "HOSTILE") -> bytes:
     """An encoded A-ASSOCIATE-RQ proposing Verification, Implicit VR LE (PS3.8 Table 9-11)."""
     rq = build_rq(called, calling, [(VERIFICATION_SOP_CLASS, ["1.2.840.10008.1.2"])])
     return rq.encode()
+
+
+def read_pdu(sock: socket.socket, timeout: float = 10.0) -> bytes:
+    """One whole PDU (6-byte header, then PDU-length bytes) from a raw socket; EOF fails."""
+    sock.settimeout(timeout)
+    header = read_exactly(sock, 6)
+    return header + read_exactly(sock, struct.unpack(">I", header[2:6])[0])
+
+
+def read_exactly(sock: socket.socket, size: int) -> bytes:
+    """`size` bytes, or AssertionError on EOF."""
+    data = bytearray()
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        assert chunk, f"EOF after {len(data)} of {size} bytes"
+        data += chunk
+    return bytes(data)
 
 
 def echo_pdata(message_id: int = 1, context_id: int = 1) -> bytes:

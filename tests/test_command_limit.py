@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import struct
 import threading
 from collections.abc import Iterator
 
@@ -22,25 +21,9 @@ from netdicom2.dimse import (
 from netdicom2.dulprovider import DULServiceProvider
 from netdicom2.items import PresentationDataValueItem
 from netdicom2.pdu import AAssociateRqPDU, PDataTfPDU, decode
-from tests.hostile import association_rq
+from tests.hostile import association_rq, read_pdu
 
 WAIT = 10.0
-
-
-def _read_pdu(sock: socket.socket) -> bytes:
-    """One whole PDU from a blocking socket."""
-    sock.settimeout(WAIT)
-    header = _exactly(sock, 6)
-    return header + _exactly(sock, struct.unpack(">I", header[2:])[0])
-
-
-def _exactly(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        assert chunk, "EOF"
-        data += chunk
-    return data
 
 
 def _command_fragments(command: bytes, pieces: int) -> bytes:
@@ -64,7 +47,7 @@ def associated() -> Iterator[Associated]:
     with StorageSCP("127.0.0.1", 0, idle_timeout=None, max_pdu_length=1 << 20) as scp:
         sock = socket.create_connection(scp.address)
         sock.sendall(association_rq())
-        assert _read_pdu(sock)[0] == 0x02  # A-ASSOCIATE-AC
+        assert read_pdu(sock)[0] == 0x02  # A-ASSOCIATE-AC
         yield scp, sock
         sock.close()
 
@@ -72,7 +55,7 @@ def associated() -> Iterator[Associated]:
 def test_a_command_set_in_several_fragments_is_answered(associated: Associated) -> None:
     _, sock = associated
     sock.sendall(_command_fragments(encode_command(c_echo_rq(5)), pieces=3))
-    response = decode(_read_pdu(sock))
+    response = decode(read_pdu(sock))
     assert isinstance(response, PDataTfPDU)
     rsp = decode_command(response.data_value_items[0].fragment)
     assert rsp.message_id_being_responded_to == 5 and rsp.status == 0
@@ -85,7 +68,7 @@ def test_a_command_set_longer_than_the_limit_is_aborted(associated: Associated) 
     pdu = PDataTfPDU([PresentationDataValueItem(1, 0x01, fragment)]).encode()
     count = MAX_COMMAND_LENGTH // len(fragment) + 1
     sock.sendall(pdu * count)
-    answer = _read_pdu(sock)
+    answer = read_pdu(sock)
     assert answer[0] == 0x07  # A-ABORT (AA-1), source 0: the service user
     assert answer[8] == 0
     assert scp.stats.echoes == 0
@@ -131,6 +114,6 @@ def test_a_command_while_a_data_set_is_expected_is_aborted(associated: Associate
     sock.sendall(_command_fragments(encode_command(store_rq), pieces=1))
     # The data set never comes: another command instead (PS3.8 Annex E.2 [interp]).
     sock.sendall(_command_fragments(encode_command(c_echo_rq(2)), pieces=1))
-    answer = _read_pdu(sock)
+    answer = read_pdu(sock)
     assert answer[0] == 0x07  # A-ABORT, not a C-ECHO-RSP
     assert scp.stats.echoes == 0 and scp.stats.stores == 0

@@ -29,6 +29,7 @@ from netdicom2.acse import build_rq
 from netdicom2.dulprovider import DULServiceProvider
 from netdicom2.fsm import State
 from netdicom2.pdu import AAbortPDU, decode
+from tests.hostile import read_exactly
 
 WAIT = 5.0
 DATA = bytes(range(256)) * 800  # 204800 bytes: several proxy reads and kernel buffers
@@ -85,10 +86,10 @@ def send_in_background(sock: socket.socket, data: bytes) -> threading.Thread:
 def test_without_faults_both_directions_arrive_unchanged() -> None:
     with proxied([]) as (proxy, client, server):
         writer = send_in_background(client, DATA)
-        assert _read_exact(server, len(DATA)) == DATA
+        assert read_exactly(server, len(DATA)) == DATA
         writer.join(WAIT)
         server.sendall(DATA[::-1])
-        assert _read_exact(client, len(DATA)) == DATA[::-1]
+        assert read_exactly(client, len(DATA)) == DATA[::-1]
         client.shutdown(socket.SHUT_WR)  # FIN passes through as a half-close
         assert read_to_end(server) == (b"", "fin")
         server.close()
@@ -97,16 +98,6 @@ def test_without_faults_both_directions_arrive_unchanged() -> None:
         (record,) = proxy.records
         assert record.transferred == {"c2s": len(DATA), "s2c": len(DATA)}
         assert record.end == "closed"
-
-
-def _read_exact(sock: socket.socket, size: int) -> bytes:
-    """`size` bytes, or AssertionError on EOF."""
-    data = bytearray()
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        assert chunk, f"EOF after {len(data)} of {size} bytes"
-        data += chunk
-    return bytes(data)
 
 
 @pytest.mark.parametrize("offset", [1, 6, 65535, 65536, 100_001])
@@ -174,7 +165,7 @@ def test_half_close_ends_one_direction_and_keeps_the_other() -> None:
         client.sendall(b"a" * 50)
         assert read_to_end(server) == (b"a" * 10, "fin")  # the rest was discarded
         server.sendall(b"still here")
-        assert _read_exact(client, 10) == b"still here"
+        assert read_exactly(client, 10) == b"still here"
         client.close()
         server.close()
         assert proxy.wait_idle(WAIT)
@@ -185,9 +176,9 @@ def test_duplicate_and_corrupt_change_exactly_the_byte_at_their_offset() -> None
     faults: list[Fault] = [Duplicate("c2s", 3), Corrupt("c2s", 5, 0x0F), Corrupt("s2c", 0)]
     with proxied(faults) as (proxy, client, server):
         client.sendall(b"\x00\x01\x02\x03\x04\x05\x06")
-        assert _read_exact(server, 8) == b"\x00\x01\x02\x03\x03\x04\x0a\x06"
+        assert read_exactly(server, 8) == b"\x00\x01\x02\x03\x03\x04\x0a\x06"
         server.sendall(b"\x10\x11")
-        assert _read_exact(client, 2) == b"\xef\x11"
+        assert read_exactly(client, 2) == b"\xef\x11"
         assert sorted(map(repr, proxy.records[0].fired)) == sorted(map(repr, faults))
 
 
@@ -195,7 +186,7 @@ def test_splits_leave_the_stream_unchanged_and_are_recorded() -> None:
     splits = random_splits(7, "c2s", len(DATA), mean=5000)
     with proxied(list(splits)) as (proxy, client, server):
         writer = send_in_background(client, DATA)
-        assert _read_exact(server, len(DATA)) == DATA
+        assert read_exactly(server, len(DATA)) == DATA
         writer.join(WAIT)
         client.close()
         server.close()
@@ -208,9 +199,9 @@ def test_delay_holds_the_bytes_from_its_offset_for_its_time() -> None:
     with proxied([Delay("c2s", 4, 0.3)]) as (_, client, server):
         started = time.monotonic()
         client.sendall(b"abcdefgh")
-        assert _read_exact(server, 4) == b"abcd"
+        assert read_exactly(server, 4) == b"abcd"
         first = time.monotonic() - started
-        assert _read_exact(server, 4) == b"efgh"
+        assert read_exactly(server, 4) == b"efgh"
         second = time.monotonic() - started
         print(f"\ndelay 0.3 s: first part after {first:.4f} s, the rest after {second:.4f} s")
         assert first < 0.25 and 0.3 <= second < 1.0
@@ -220,7 +211,7 @@ def test_stall_stops_reading_the_sender_so_its_writes_block() -> None:
     with proxied([Stall("c2s", 100)], buffer_limit=1 << 16) as (proxy, client, server):
         sent = fill(client)
         assert sent < 64 << 20  # the window closed: the proxy no longer reads
-        assert _read_exact(server, 100) == DATA[:100]
+        assert read_exactly(server, 100) == DATA[:100]
         server.settimeout(0.2)
         with pytest.raises(TimeoutError):
             server.recv(1)
@@ -233,7 +224,7 @@ def test_a_timed_stall_resumes_reading() -> None:
     with proxied([Stall("c2s", 3, 0.2)]) as (_, client, server):
         started = time.monotonic()
         client.sendall(b"abcdef")
-        assert _read_exact(server, 6) == b"abcdef"
+        assert read_exactly(server, 6) == b"abcdef"
         assert time.monotonic() - started >= 0.2
 
 
@@ -335,7 +326,7 @@ def test_wrap_puts_faults_between_an_acceptor_provider_and_its_peer() -> None:
         client.sendall(
             build_rq("ANY-SCP", "ME", [("1.2.840.10008.1.1", ["1.2.840.10008.1.2"])]).encode()
         )
-        abort = decode(_read_exact(client, 10))
+        abort = decode(read_exactly(client, 10))
         assert isinstance(abort, AAbortPDU) and abort.source == 0
         client.close()
         acceptor.join(WAIT)

@@ -16,7 +16,7 @@ from netdicom2.dulprovider import DULServiceProvider
 from netdicom2.fsm import Action, Event, State
 from netdicom2.pdu import AAssociateRqPDU, AReleaseRqPDU, PDataTfPDU, decode
 from netdicom2.transport import TRANSCRIPT_LIMIT
-from tests.hostile import association_rq, echo_pdata
+from tests.hostile import association_rq, echo_pdata, read_pdu
 
 WAIT = 10.0
 
@@ -69,9 +69,9 @@ def test_a_served_association_of_tiny_pdus_keeps_a_bounded_transcript() -> None:
         sock = socket.create_connection(scp.address)
         try:
             sock.sendall(association_rq())
-            assert _read_pdu(sock)[0] == 0x02  # A-ASSOCIATE-AC: Sta6
+            assert read_pdu(sock)[0] == 0x02  # A-ASSOCIATE-AC: Sta6
             sock.sendall(tiny * pdus + echo_pdata(message_id=7))
-            response = decode(_read_pdu(sock))
+            response = decode(read_pdu(sock))
             assert isinstance(response, PDataTfPDU)
             rsp = decode_command(response.data_value_items[0].fragment)
             assert rsp.message_id_being_responded_to == 7 and rsp.status == 0
@@ -80,26 +80,10 @@ def test_a_served_association_of_tiny_pdus_keeps_a_bounded_transcript() -> None:
             assert len(connection.transcript) <= 2 * TRANSCRIPT_LIMIT
             assert connection.transcript_dropped + len(connection.transcript) >= pdus
             sock.sendall(AReleaseRqPDU().encode())
-            assert _read_pdu(sock)[0] == 0x06  # A-RELEASE-RP: the association ends normally
+            assert read_pdu(sock)[0] == 0x06  # A-RELEASE-RP: the association ends normally
         finally:
             sock.close()
         assert scp.wait_idle(WAIT)
-
-
-def _read_pdu(sock: socket.socket) -> bytes:
-    """One whole PDU from a blocking socket."""
-    sock.settimeout(WAIT)
-    header = _exactly(sock, 6)
-    return header + _exactly(sock, struct.unpack(">I", header[2:])[0])
-
-
-def _exactly(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        assert chunk, "EOF"
-        data += chunk
-    return data
 
 
 def test_a_provider_association_of_tiny_pdus_keeps_a_bounded_transcript() -> None:
@@ -116,7 +100,7 @@ def test_a_provider_association_of_tiny_pdus_keeps_a_bounded_transcript() -> Non
         assert isinstance(rq, AAssociateRqPDU)
         answer, _ = negotiate(rq)
         provider.send(answer)
-        assert _read_pdu(peer)[0] == 0x02
+        assert read_pdu(peer)[0] == 0x02
         peer.sendall(tiny * pdus)
         for _ in range(pdus):
             assert isinstance(provider.receive(WAIT), PDataTfPDU)
