@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from netdicom2.acse import AcceptedContext, negotiate
-from netdicom2.cli import bounded_int
+from netdicom2.cli import MAX_LENGTH, bounded_int, seconds
 from netdicom2.dimse import (
     COMMAND_FIELDS,
     MAX_COMMAND_LENGTH,
@@ -117,6 +117,8 @@ class StorageSCP(DULServer):
         """Bind host:port (127.0.0.1 by default) and prepare; start() serves."""
         if not 0 <= max_operations <= 0xFFFF:  # a uint16 in sub-item 53H (PS3.7 Table D.3-7)
             raise ValueError(f"max_operations must be 0..65535, not {max_operations}")
+        if max_associations < 1:
+            raise ValueError(f"max_associations must be at least 1, not {max_associations}")
         super().__init__(
             socket.create_server((host, port), backlog=1024),
             artim_timeout=artim_timeout,
@@ -349,27 +351,42 @@ class _Session:
 def add_subcommand(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register `netdicom2 scp`."""
     p = sub.add_parser("scp", help="run a Verification/Storage SCP (one DULServer loop)")
-    p.add_argument("--port", type=int, default=11112, help="TCP port (default 11112)")
+    p.add_argument(
+        "--port", type=bounded_int(0, 0xFFFF), default=11112, help="TCP port (default 11112)"
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--ae-title", default=None, help="reject other called AE titles (RJ 1/1/7)")
-    p.add_argument("--artim", type=float, default=30.0, help="ARTIM timeout in seconds")
-    p.add_argument("--max-pdu", type=int, default=16384, help="maximum PDU length we receive")
+    p.add_argument("--artim", type=seconds(), default=30.0, help="ARTIM timeout in seconds")
+    p.add_argument(
+        "--max-pdu",
+        type=bounded_int(0, MAX_LENGTH),
+        default=16384,
+        help="maximum PDU length we receive (0: unlimited)",
+    )
     p.add_argument("--output-dir", type=Path, default=None, help="write received data sets here")
-    p.add_argument("--max-associations", type=int, default=500, help="concurrent associations")
+    p.add_argument(
+        "--max-associations",
+        type=bounded_int(1, 1 << 20),
+        default=500,
+        help="concurrent associations",
+    )
     p.add_argument(
         "--max-pending",
-        type=int,
+        type=bounded_int(1, 1 << 20),
         default=1000,
         help="connections without A-ASSOCIATE-RQ yet; beyond, the oldest is dropped",
     )
     p.add_argument(
         "--idle-timeout",
-        type=float,
+        type=seconds(zero=True),
         default=60.0,
         help="abort an association silent this long, seconds (0: never)",
     )
     p.add_argument(
-        "--send-timeout", type=float, default=30.0, help="drop a peer that reads nothing this long"
+        "--send-timeout",
+        type=seconds(),
+        default=30.0,
+        help="drop a peer that reads nothing this long",
     )
     p.add_argument(
         "--max-operations",

@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from netdicom2.acse import AcceptedContext, accepted_contexts, build_rq, operations_window
-from netdicom2.cli import bounded_int
+from netdicom2.cli import MAX_LENGTH, bounded_int, seconds
 from netdicom2.dimse import (
     MAX_COMMAND_LENGTH,
     VERIFICATION_SOP_CLASS,
@@ -314,13 +314,20 @@ def add_subcommands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     ):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("host")
-        p.add_argument("port", type=int)
+        p.add_argument("port", type=bounded_int(1, 0xFFFF))
         if name == "store":
             p.add_argument("files", nargs="+", type=Path, metavar="FILE")
         p.add_argument("--called-ae", default="ANY-SCP", help="called AE title")
         p.add_argument("--calling-ae", default="NETDICOM2", help="calling AE title")
-        p.add_argument("--max-pdu", type=int, default=16384, help="maximum PDU length we receive")
-        p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for answers")
+        p.add_argument(
+            "--max-pdu",
+            type=bounded_int(0, MAX_LENGTH),
+            default=16384,
+            help="maximum PDU length we receive (0: unlimited)",
+        )
+        p.add_argument(
+            "--timeout", type=seconds(), default=30.0, help="seconds to wait for answers"
+        )
         if name == "store":
             p.add_argument(
                 "--max-operations",

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
 from collections.abc import Callable, Sequence
 
 from netdicom2 import __version__
 
-__all__ = ["bounded_int", "main"]
+__all__ = ["MAX_LENGTH", "bounded_int", "main", "seconds"]
+
+# PS3.8 Annex D.1: a maximum length is 32 bits; 0 means no limit.
+MAX_LENGTH = 0xFFFFFFFF
 
 # Subcommand name -> "module:function" that adds it to the parser; imported lazily so that
 # `netdicom2 --help` stays fast and the library never needs the harness' optional dependencies.
@@ -56,6 +60,24 @@ def bounded_int(low: int, high: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(f"{value} is not in {low}..{high}")
+        return value
+
+    return parse
+
+
+def seconds(*, zero: bool = False) -> Callable[[str], float]:
+    """An argparse type: a time in seconds above 0 (or 0 too, when it means "never")."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"not a finite number of seconds: {text!r}")
+        if not (value > 0 or (zero and value == 0)):
+            bound = "at least 0" if zero else "more than 0"
+            raise argparse.ArgumentTypeError(f"{value} is not {bound} (seconds)")
         return value
 
     return parse

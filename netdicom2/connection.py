@@ -150,6 +150,14 @@ assert (_DT_1.action, _DT_2.action) == (Action.DT_1, Action.DT_2)
 assert NEXT_STATE[Action.DT_1] == NEXT_STATE[Action.DT_2] == (State.Sta6,)
 
 
+def check_settings(*, max_pdu_length: int, artim_timeout: float) -> None:
+    """Refuse settings no association can use: ValueError names the setting and its range."""
+    if not 0 <= max_pdu_length <= 0xFFFFFFFF:  # PS3.8 Annex D.1: a 32-bit length, 0 unlimited
+        raise ValueError(f"max_pdu_length must be 0..4294967295, not {max_pdu_length}")
+    if not artim_timeout > 0:  # PS3.8 §9.1.5: ARTIM runs for a time
+        raise ValueError(f"artim_timeout must be more than 0 seconds, not {artim_timeout}")
+
+
 class Connection:
     """One association's DICOM UL state machine, sans I/O (PS3.8 §9.2)."""
 
@@ -175,6 +183,7 @@ class Connection:
         """
         if transcript_limit is not None and transcript_limit < 1:
             raise ValueError(f"transcript_limit must be at least 1, not {transcript_limit}")
+        check_settings(max_pdu_length=max_pdu_length, artim_timeout=artim_timeout)
         self._fixed_role = requestor
         self._artim_timeout = artim_timeout
         self._default_max_pdu_length = max_pdu_length

@@ -36,6 +36,7 @@ from netdicom2.connection import (
     Effect,
     Indicate,
     SendPDU,
+    check_settings,
 )
 from netdicom2.exceptions import LocalProtocolError, ProviderStoppedError
 from netdicom2.fsm import State
@@ -289,7 +290,19 @@ class DULServer:
         max_pending: int = 1000,
         name: str = "dul-server",
     ) -> None:
-        """Serve ``listener`` (bound and listening) once start() or serve_forever() is called."""
+        """Serve ``listener`` (bound and listening) once start() or serve_forever() is called.
+
+        Settings no association can use raise ValueError; the listener is then closed.
+        """
+        try:
+            check_settings(max_pdu_length=max_pdu_length, artim_timeout=artim_timeout)
+            if not send_timeout > 0 or (idle_timeout is not None and not idle_timeout > 0):
+                raise ValueError(f"timeouts must be more than 0 s: {send_timeout}, {idle_timeout}")
+            if max_pending < 1:
+                raise ValueError(f"max_pending must be at least 1, not {max_pending}")
+        except ValueError:
+            listener.close()
+            raise
         self.artim_timeout = artim_timeout
         self.max_pdu_length = max_pdu_length
         self.send_timeout = send_timeout
