@@ -15,7 +15,6 @@ import pytest
 from netdicom2.acse import build_rq, negotiate, operations_window
 from netdicom2.app_scp import StorageSCP
 from netdicom2.app_scu import Association, AssociationError, store
-from netdicom2.cli import main as cli_main
 from netdicom2.dimse import (
     CommandSet,
     c_store_rsp,
@@ -288,21 +287,3 @@ def test_a_response_to_no_outstanding_request_aborts_the_store(
     error = outcome()
     assert isinstance(error, AssociationError)
     assert "message 99" in str(error)
-
-
-@pytest.mark.parametrize(
-    ("argv", "message"),
-    [
-        (["scp", "--max-operations", "-1"], "-1 is not in 0..65535"),
-        (["scp", "--max-operations", "65536"], "65536 is not in 0..65535"),
-        (["store", "127.0.0.1", "9", "f.dcm", "--max-operations", "0"], "0 is not in 1..65535"),
-        (["store", "127.0.0.1", "9", "f.dcm", "--max-operations", "x"], "not an integer: 'x'"),
-    ],
-)
-def test_the_command_line_refuses_a_window_outside_its_range(
-    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    with pytest.raises(SystemExit) as exited:
-        cli_main(argv)
-    assert exited.value.code == 2  # argparse's usage error, before any socket is opened
-    assert message in capsys.readouterr().err

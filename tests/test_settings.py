@@ -69,6 +69,10 @@ def test_storage_scp_refuses_zero_associations() -> None:
         (["echo", "127.0.0.1", "0"], "0 is not in 1..65535"),
         (["echo", "127.0.0.1", "9", "--timeout", "inf"], "not a finite number of seconds: 'inf'"),
         (["store", "127.0.0.1", "9", "f.dcm", "--max-pdu", "x"], "not an integer: 'x'"),
+        # The Asynchronous Operations Window is a uint16 (PS3.7 Table D.3-7); store needs 1+.
+        (["scp", "--max-operations", "-1"], "-1 is not in 0..65535"),
+        (["scp", "--max-operations", "65536"], "65536 is not in 0..65535"),
+        (["store", "127.0.0.1", "9", "f.dcm", "--max-operations", "0"], "0 is not in 1..65535"),
     ],
 )
 def test_the_command_line_refuses_unusable_settings(
