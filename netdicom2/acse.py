@@ -32,8 +32,10 @@ __all__ = [
     "AcceptedContext",
     "accepted_contexts",
     "build_rq",
+    "check_window",
     "negotiate",
     "operations_window",
+    "window_granted",
 ]
 
 # PS3.7 Annex A.2.1: the DICOM Application Context Name.
@@ -140,10 +142,10 @@ def _user_information(
     return UserInformationItem(sub_items)
 
 
-def _check_window(name: str, value: int) -> None:
-    """A window size is a uint16 (PS3.7 Table D.3-7); 0 means unlimited."""
-    if not 0 <= value <= 0xFFFF:
-        raise ValueError(f"{name} must be 0..65535, not {value}")
+def check_window(name: str, value: int, *, minimum: int = 0) -> None:
+    """A window size is a uint16 (PS3.7 Table D.3-7), 0 meaning unlimited; ValueError if not."""
+    if not minimum <= value <= 0xFFFF:
+        raise ValueError(f"{name} must be {minimum}..65535, not {value}")
 
 
 def _min_zero_as_max(proposed: int, limit: int) -> int:
@@ -151,6 +153,18 @@ def _min_zero_as_max(proposed: int, limit: int) -> int:
     if proposed == 0 or limit == 0:
         return proposed or limit
     return min(proposed, limit)
+
+
+def window_granted(ac: AAssociateAcPDU, proposed: int) -> int:
+    """Requests a requestor that proposed `proposed` may have outstanding under this AC.
+
+    PS3.7 D.3.3.3: the AC's invoked value, never more than proposed (0 from either side means
+    unlimited); 1 (synchronous) when the AC has no 53H sub-item or we proposed none.
+    """
+    granted = operations_window(ac)
+    if granted is None or proposed == 1:
+        return 1
+    return _min_zero_as_max(granted[0], proposed)
 
 
 def operations_window(pdu: AAssociateRqPDU | AAssociateAcPDU) -> tuple[int, int] | None:
@@ -177,7 +191,7 @@ def build_rq(
     `max_operations` other than 1 proposes an Asynchronous Operations Window (sub-item 53H,
     PS3.7 D.3.3.3): that many outstanding requests invoked by us, one performed for the peer.
     """
-    _check_window("max_operations", max_operations)
+    check_window("max_operations", max_operations)
     items: list[object] = [ApplicationContextItem(APPLICATION_CONTEXT)]
     for index, (abstract, transfer) in enumerate(contexts):
         context_id = 2 * index + 1
@@ -215,7 +229,7 @@ def negotiate(
     requestor may invoke up to its proposal bounded by `max_operations_performed` (0 means
     unlimited), and this acceptor invokes one operation at a time.
     """
-    _check_window("max_operations_performed", max_operations_performed)
+    check_window("max_operations_performed", max_operations_performed)
     if ae_title is not None and rq.called_ae_title.strip() != ae_title.strip():
         # PS3.8 Table 9-21: rejected-permanent, service-user, called-AE-title-not-recognized.
         return AAssociateRjPDU(result=1, source=1, reason_diag=7), []

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from netdicom2.acse import AcceptedContext, negotiate
+from netdicom2.acse import AcceptedContext, check_window, negotiate
 from netdicom2.cli import MAX_LENGTH, bounded_int, seconds
 from netdicom2.dimse import (
     COMMAND_FIELDS,
@@ -115,8 +115,7 @@ class StorageSCP(DULServer):
         max_operations: int = 0,
     ) -> None:
         """Bind host:port (127.0.0.1 by default) and prepare; start() serves."""
-        if not 0 <= max_operations <= 0xFFFF:  # a uint16 in sub-item 53H (PS3.7 Table D.3-7)
-            raise ValueError(f"max_operations must be 0..65535, not {max_operations}")
+        check_window("max_operations", max_operations)
         if max_associations < 1:
             raise ValueError(f"max_associations must be at least 1, not {max_associations}")
         super().__init__(

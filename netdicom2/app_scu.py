@@ -21,7 +21,13 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from netdicom2.acse import AcceptedContext, accepted_contexts, build_rq, operations_window
+from netdicom2.acse import (
+    AcceptedContext,
+    accepted_contexts,
+    build_rq,
+    check_window,
+    window_granted,
+)
 from netdicom2.cli import MAX_LENGTH, bounded_int, seconds
 from netdicom2.dimse import (
     MAX_COMMAND_LENGTH,
@@ -74,9 +80,8 @@ class Association:
         connect: Connector | None = None,
         max_operations: int = 1,
     ) -> None:
-        if not 1 <= max_operations <= 0xFFFF:
-            # 0 (unlimited) would let responses pile up unread: a window is always bounded.
-            raise ValueError(f"max_operations must be 1..65535, not {max_operations}")
+        # 0 (unlimited) would let responses pile up unread: our window is always bounded.
+        check_window("max_operations", max_operations, minimum=1)
         self.timeout = timeout
         self.max_operations = max_operations
         self.window = 1
@@ -113,11 +118,7 @@ class Association:
         if isinstance(answer, AAssociateAcPDU):
             self.ac = answer
             self.contexts = accepted_contexts(self.rq, answer)
-            granted = operations_window(answer)
-            if granted is not None and self.max_operations != 1:
-                # PS3.7 D.3.3.3: the AC's invoked value is what we may have outstanding; never
-                # more than we proposed (0 from the acceptor would mean unlimited).
-                self.window = min(granted[0] or self.max_operations, self.max_operations)
+            self.window = window_granted(answer, self.max_operations)
             return answer
         self.dul.kill()
         if isinstance(answer, AAssociateRjPDU):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from netdicom2.acse import build_rq, negotiate, operations_window
+from netdicom2.acse import build_rq, negotiate, operations_window, window_granted
 from netdicom2.app_scp import StorageSCP
 from netdicom2.app_scu import Association, AssociationError, store
 from netdicom2.dimse import (
@@ -87,6 +87,35 @@ def test_the_acceptor_grants_the_smaller_window_zero_meaning_unlimited(
     # The second value: operations the requestor performs for us; this acceptor invokes none
     # beyond one at a time.
     assert operations_window(decoded) == (granted, 1)
+
+
+def _ac_with(window: tuple[int, int] | None) -> AAssociateAcPDU:
+    """Our AC to an RQ proposing Verification, its 53H replaced by `window` (None: without)."""
+    ac, _ = negotiate(_rq(max_operations=8), max_operations_performed=0)
+    assert isinstance(ac, AAssociateAcPDU) and ac.user_information is not None
+    info = ac.user_information
+    info.sub_items = [
+        s for s in info.sub_items if type(s) is not AsynchronousOperationsWindowSubItem
+    ]
+    if window is not None:
+        info.sub_items.append(AsynchronousOperationsWindowSubItem(*window))
+    return ac
+
+
+@pytest.mark.parametrize(
+    ("window", "proposed", "granted"),
+    [
+        (None, 8, 1),  # no 53H in the AC: synchronous
+        ((3, 1), 8, 3),  # the acceptor's limit
+        ((0, 1), 8, 8),  # unlimited from the acceptor: what we proposed
+        ((16, 1), 8, 8),  # an acceptor granting more than proposed: never more than proposed
+        ((16, 1), 1, 1),  # we proposed none: an unasked 53H changes nothing
+    ],
+)
+def test_the_window_a_requestor_keeps_under_an_ac(
+    window: tuple[int, int] | None, proposed: int, granted: int
+) -> None:
+    assert window_granted(_ac_with(window), proposed) == granted
 
 
 def test_an_association_refuses_an_unbounded_or_invalid_window() -> None:
