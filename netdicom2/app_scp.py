@@ -24,8 +24,8 @@ from netdicom2.acse import AcceptedContext, check_window, negotiate
 from netdicom2.cli import MAX_LENGTH, bounded_int, seconds
 from netdicom2.dimse import (
     COMMAND_FIELDS,
-    MAX_COMMAND_LENGTH,
     NO_DATA_SET,
+    CommandFragments,
     CommandSet,
     DimseError,
     c_echo_rsp,
@@ -205,7 +205,7 @@ class _Session:
         self.scp = scp
         self.channel = channel
         self.contexts: dict[int, AcceptedContext] = {}
-        self.command = bytearray()
+        self.command = CommandFragments()
         self.pending: CommandSet | None = None
         self.pending_context = 0
         self.sink: BinaryIO | None = None
@@ -254,20 +254,14 @@ class _Session:
                 log.warning("command fragment while a data set is expected")
                 self.channel.send(AAbortPDU(source=0, reason_diag=0))
                 return
-            if self.command or not item.is_last:
-                self.command += item.fragment
-                if len(self.command) > MAX_COMMAND_LENGTH:
-                    log.warning("command set longer than %d bytes", MAX_COMMAND_LENGTH)
-                    self.command.clear()
-                    self.channel.send(AAbortPDU(source=0, reason_diag=0))
-                    return
-                if not item.is_last:
-                    return
-            data: bytes | memoryview = item.fragment  # one fragment: decoded without a join
-            if self.command:
-                data = bytes(self.command)
-                self.command.clear()
-            self._command_complete(item.context_id, data)
+            try:
+                data = self.command.add(item.fragment, item.is_last)
+            except DimseError as exc:  # past MAX_COMMAND_LENGTH
+                log.warning("%s", exc)
+                self.channel.send(AAbortPDU(source=0, reason_diag=0))
+                return
+            if data is not None:
+                self._command_complete(item.context_id, data)
             return
         if self.pending is None:
             log.warning("data set fragment without a command")

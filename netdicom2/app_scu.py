@@ -30,8 +30,8 @@ from netdicom2.acse import (
 )
 from netdicom2.cli import MAX_LENGTH, bounded_int, seconds
 from netdicom2.dimse import (
-    MAX_COMMAND_LENGTH,
     VERIFICATION_SOP_CLASS,
+    CommandFragments,
     CommandSet,
     DimseError,
     FileMeta,
@@ -151,22 +151,19 @@ class Association:
 
     def receive_command(self) -> CommandSet:
         """Wait for a whole response command set (data sets of responses are not expected)."""
-        buffer = bytearray()
+        fragments = CommandFragments()
         while True:
             pdu = self._wait()
             if not isinstance(pdu, PDataTfPDU):
                 raise AssociationError(f"association ended while waiting for a response: {pdu!r}")
             for item in pdu.data_value_items:
                 if item.is_command:
-                    if item.is_last and not buffer:  # one fragment: decoded without a join
-                        return decode_command(item.fragment)
-                    buffer += item.fragment
-                    if len(buffer) > MAX_COMMAND_LENGTH:
-                        raise AssociationError(
-                            f"response command set longer than {MAX_COMMAND_LENGTH} bytes"
-                        )
-                    if item.is_last:
-                        return decode_command(bytes(buffer))
+                    try:
+                        data = fragments.add(item.fragment, item.is_last)
+                    except DimseError as exc:
+                        raise AssociationError(f"response {exc}") from None
+                    if data is not None:
+                        return decode_command(data)
 
     def next_message_id(self) -> int:
         """Message IDs 1, 2, 3, ... (PS3.7 §9.3: unique among outstanding requests)."""

@@ -15,6 +15,7 @@ __all__ = [
     "MAX_COMMAND_LENGTH",
     "NO_DATA_SET",
     "VERIFICATION_SOP_CLASS",
+    "CommandFragments",
     "CommandSet",
     "DimseError",
     "FileMeta",
@@ -130,6 +131,33 @@ def encode_command(command: CommandSet) -> bytes:
         parts.append(raw)
     body = b"".join(parts)
     return _GROUP_LENGTH.pack(0x0000, 0x0000, 4, len(body)) + body
+
+
+class CommandFragments:
+    """One command set joined from its fragments (PS3.8 Annex E.2), MAX_COMMAND_LENGTH at most."""
+
+    __slots__ = ("_joined",)
+
+    def __init__(self) -> None:
+        self._joined = bytearray()
+
+    def add(self, fragment: bytes | memoryview, last: bool) -> bytes | memoryview | None:
+        """The whole command set once its last fragment came, else None; DimseError past the limit.
+
+        A command set in one fragment is returned as it is, without a join.
+        """
+        joined = self._joined
+        if last and not joined:
+            return fragment
+        joined += fragment
+        if len(joined) > MAX_COMMAND_LENGTH:
+            joined.clear()
+            raise DimseError(f"command set longer than {MAX_COMMAND_LENGTH} bytes")
+        if not last:
+            return None
+        data = bytes(joined)
+        joined.clear()
+        return data
 
 
 def decode_command(data: bytes | bytearray | memoryview) -> CommandSet:
