@@ -198,8 +198,6 @@ class Connection:
         self.transcript: list[Transition] = []
         self.transcript_dropped = 0
         self._transcript_limit = transcript_limit
-        # Trimmed when it passes twice the limit: amortised O(1) per transition.
-        self._transcript_high = 2 * transcript_limit if transcript_limit else None
         self.max_pdu_length = max_pdu_length
         self.peer_max_pdu_length: int | None = None
         self.timed_out: str | None = None
@@ -494,17 +492,12 @@ class Connection:
         """Append a step to the transcript (bounded if asked), then tell the observer."""
         transcript = self.transcript
         transcript.append(transition)
-        if self._transcript_high is not None and len(transcript) > self._transcript_high:
-            self._trim_transcript()
+        limit = self._transcript_limit
+        if limit is not None and len(transcript) > 2 * limit:  # amortised O(1) per transition
+            self.transcript_dropped += len(transcript) - limit
+            del transcript[:-limit]
         if self.observer is not None:
             self.observer(transition)
-
-    def _trim_transcript(self) -> None:
-        """Keep the latest ``transcript_limit`` transitions; count the others as dropped."""
-        assert self._transcript_limit is not None
-        dropped = len(self.transcript) - self._transcript_limit
-        del self.transcript[:dropped]
-        self.transcript_dropped += dropped
 
     def _supervise(self, now: float) -> None:
         """Arm, keep or clear the application timeout for the state just entered (§9.1.4)."""

@@ -19,6 +19,9 @@ from netdicom2.transport import TRANSCRIPT_LIMIT
 from tests.hostile import association_rq, echo_pdata, read_pdu
 
 WAIT = 10.0
+# PS3.8 Table 9-23: a PDV of item-length 2 carries no data; 12 bytes per P-DATA-TF, each an
+# empty command fragment, not the last (Annex E.2: 01H).
+TINY = struct.pack(">BxIIBB", 0x04, 6, 2, 1, 0x01)
 
 
 def _drive(connection: Connection, pdus: int) -> None:
@@ -60,17 +63,14 @@ def test_a_transcript_limit_below_one_is_refused() -> None:
 
 
 def test_a_served_association_of_tiny_pdus_keeps_a_bounded_transcript() -> None:
-    # PS3.8 Table 9-23: a PDV of item-length 2 carries no data; 12 bytes per P-DATA-TF, each
-    # an empty command fragment, not the last (E.2: 01H). The SCP answers the C-ECHO that
-    # follows them only after handling all of them (one stream).
-    tiny = struct.pack(">BxIIBB", 0x04, 6, 2, 1, 0x01)
+    # The SCP answers the C-ECHO that follows them only after handling all of them.
     pdus = 3 * TRANSCRIPT_LIMIT
     with StorageSCP("127.0.0.1", 0, idle_timeout=None) as scp:
         sock = socket.create_connection(scp.address)
         try:
             sock.sendall(association_rq())
             assert read_pdu(sock)[0] == 0x02  # A-ASSOCIATE-AC: Sta6
-            sock.sendall(tiny * pdus + echo_pdata(message_id=7))
+            sock.sendall(TINY * pdus + echo_pdata(message_id=7))
             response = decode(read_pdu(sock))
             assert isinstance(response, PDataTfPDU)
             rsp = decode_command(response.data_value_items[0].fragment)
@@ -87,7 +87,6 @@ def test_a_served_association_of_tiny_pdus_keeps_a_bounded_transcript() -> None:
 
 
 def test_a_provider_association_of_tiny_pdus_keeps_a_bounded_transcript() -> None:
-    tiny = struct.pack(">BxIIBB", 0x04, 6, 2, 1, 0x01)
     pdus = 3 * TRANSCRIPT_LIMIT
     with socket.create_server(("127.0.0.1", 0)) as listener:
         peer = socket.create_connection(listener.getsockname())
@@ -101,7 +100,7 @@ def test_a_provider_association_of_tiny_pdus_keeps_a_bounded_transcript() -> Non
         answer, _ = negotiate(rq)
         provider.send(answer)
         assert read_pdu(peer)[0] == 0x02
-        peer.sendall(tiny * pdus)
+        peer.sendall(TINY * pdus)
         for _ in range(pdus):
             assert isinstance(provider.receive(WAIT), PDataTfPDU)
         connection = provider.connection
