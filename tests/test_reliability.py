@@ -49,6 +49,7 @@ from tests.hostile import Hostile, HostileCrowd
 from tests.probes import (
     CONTEXTS,
     INSTANCE,
+    ProcStats,
     RunResult,
     Target,
     concurrent,
@@ -232,10 +233,14 @@ def scp_process(*args: str, nofile: int | None = None) -> Iterator[tuple[Target,
             stderr.append(process.communicate()[1])
 
 
-def idle_threads(target: Target, baseline: int) -> int:
-    """Wait until the SCP is back to `baseline` threads; its count then."""
+def idle(target: Target, baseline: ProcStats) -> ProcStats:
+    """Wait (bounded) until the SCP is back to `baseline` threads and descriptors; its figures.
+
+    The SCP closes a connection's socket when it sees the requestor's close (Evt17, AR-5),
+    which can come just after the requestor's release returned.
+    """
     assert target.pid is not None
-    return settle(target.pid, lambda s: s.threads <= baseline, 10).threads
+    return settle(target.pid, lambda s: s.threads <= baseline.threads and s.fds <= baseline.fds, 10)
 
 
 @pytest.mark.slow
@@ -275,14 +280,12 @@ def test_1000_sequential_associations_return_to_the_baseline(
     with scp_process() as (target, _):
         assert target.pid is not None
         data = dataset(16_000)
-        idle = proc_stats(target.pid).threads  # the main and the accepting thread
+        at_rest = proc_stats(target.pid)  # the main and the accepting thread, the listener
         assert sequential(target, 50, data).ok == 50  # warm-up: allocator pools, code paths
-        idle_threads(target, idle)
-        before = proc_stats(target.pid)
+        before = idle(target, at_rest)
         result = sequential(target, 1000, data)
         assert result.ok == 1000, result.outcomes
-        idle_threads(target, before.threads)
-        after = proc_stats(target.pid)
+        after = idle(target, before)
         growth = (after.rss_kib - before.rss_kib) / 1024
         report(
             record_property,
