@@ -3,14 +3,70 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import math
+import os
+import signal
+import socket
 import sys
-from collections.abc import Callable, Sequence
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
 
 from netdicom2 import __version__
 
-__all__ = ["MAX_LENGTH", "bounded_int", "main", "seconds"]
+__all__ = [
+    "EXIT_FAILURE",
+    "EXIT_SIGINT",
+    "EXIT_SIGTERM",
+    "EXIT_USAGE",
+    "MAX_LENGTH",
+    "Interrupted",
+    "JobError",
+    "UsageError",
+    "ae_title",
+    "bounded_int",
+    "connect_error",
+    "host_port",
+    "main",
+    "output_path",
+    "seconds",
+]
+
+# Exit statuses shared by every subcommand (docs/index.md, "Exit statuses").
+EXIT_FAILURE = 1  # a runtime failure: the network, a file, a peer that cannot be used
+EXIT_USAGE = 2  # a value on the command line that cannot work
+EXIT_SIGINT = 130  # 128 + SIGINT: Ctrl-C, after the summary and partial reports
+EXIT_SIGTERM = 143  # 128 + SIGTERM
+
+
+class UsageError(Exception):
+    """A command-line value that cannot work: one line on stderr, exit 2."""
+
+
+class JobError(Exception):
+    """An expected runtime failure (network, file, peer): one line on stderr, exit 1."""
+
+    def __init__(self, message: str, status: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM: jobs catch KeyboardInterrupt, write partial reports and re-raise."""
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def status(self) -> int:
+        """130 for SIGINT, 143 for SIGTERM (128 + the signal number)."""
+        return 128 + self.signum
+
 
 # PS3.8 Annex D.1: a maximum length is 32 bits; 0 means no limit.
 MAX_LENGTH = 0xFFFFFFFF
@@ -83,25 +139,161 @@ def seconds(*, zero: bool = False) -> Callable[[str], float]:
     return parse
 
 
+# PS3.8 §9.3.2 / PS3.5 Table 6.2-1 (AE VR): an AE title is 1-16 characters of the default
+# repertoire without backslash or control characters; leading and trailing spaces are padding.
+AE_TITLE_LENGTH = 16
+
+
+def ae_title(text: str) -> str:
+    """An argparse type: an AE title of 1-16 printable ASCII characters, no backslash."""
+    stripped = text.strip(" ")
+    if not stripped:
+        raise argparse.ArgumentTypeError("an AE title must not be empty or all spaces")
+    if len(text) > AE_TITLE_LENGTH:
+        raise argparse.ArgumentTypeError(
+            f"AE title {text!r} has {len(text)} characters; at most {AE_TITLE_LENGTH} (PS3.5 AE)"
+        )
+    if any(not (0x20 <= ord(c) < 0x7F) or c == "\\" for c in text):
+        raise argparse.ArgumentTypeError(
+            f"AE title {text!r} has a character outside printable ASCII or a backslash"
+        )
+    return text
+
+
+def host_port(text: str) -> tuple[str, int]:
+    """An argparse type: HOST:PORT (or [V6]:PORT) with a port in 1..65535."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"port {port_text!r} in {text!r} is not a number"
+        ) from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} in {text!r} is not in 1..65535")
+    return host, port
+
+
+def output_path(text: str) -> Path:
+    """An argparse type: a file to write, checked before any work (its folder must exist)."""
+    path = Path(text)
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory, not a file to write")
+    if not parent.exists():
+        raise argparse.ArgumentTypeError(f"cannot write {text}: folder {parent} does not exist")
+    if not parent.is_dir():
+        raise argparse.ArgumentTypeError(f"cannot write {text}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot write {text}: folder {parent} is not writable")
+    return path
+
+
+def connect_error(exc: BaseException, host: str, port: int) -> str:
+    """One line for a failed TCP connect, naming the address and what to check."""
+    where = f"{host}:{port}"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve host {host!r} ({exc.strerror or exc})"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"nothing listens on {where} (connection refused)"
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return f"no answer from {where} (connect timed out)"
+    if isinstance(exc, OSError) and exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        return f"{where} is unreachable ({exc.strerror})"
+    if isinstance(exc, ConnectionResetError):
+        return f"{where} reset the connection at once"
+    strerror = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return f"cannot connect to {where}: {strerror}"
+
+
+def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
+    """SIGINT/SIGTERM handler: unwind the job like Ctrl-C, remembering which signal it was."""
+    raise Interrupted(signum)
+
+
+@contextmanager
+def interrupts_raise() -> Iterator[None]:
+    """While a job runs, SIGINT and SIGTERM raise Interrupted in the main thread."""
+    previous = {
+        sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+# The optional extra that brings each missing third-party module (pyproject.toml).
+EXTRAS = {"scapy": "pcap", "hypothesis": "harness", "rich": "harness"}
+
+
 def _unavailable(name: str, exc: ImportError) -> Handler:
-    """A handler that explains which optional dependency a subcommand needs."""
+    """A handler that names the optional extra a subcommand needs."""
+    missing = exc.name or str(exc)
+    extra = EXTRAS.get(missing.split(".")[0], "all")
 
     def handler(_: argparse.Namespace) -> int:
-        print(f"netdicom2 {name}: needs an optional dependency: {exc}", file=sys.stderr)
-        return 2
+        print(
+            f"netdicom2 {name}: needs {missing!r}, which is not installed: "
+            f"pip install 'netdicom2[{extra}]'",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
 
     return handler
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the console script; returns the process exit status."""
+    """Run the console script: expected failures are one line on stderr, never a traceback."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--debug", action="store_true", help="show the Python traceback of a failure"
+    )
+    words = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in words  # accepted anywhere on the line, not only before COMMAND
+    args = parser.parse_args([w for w in words if w != "--debug"])
+    args.debug = debug
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()
-        return 2
-    return handler(args)
+        return EXIT_USAGE
+    prog = f"netdicom2 {args.command}"
+    try:
+        with interrupts_raise():
+            return handler(args)
+    except UsageError as exc:
+        return _fail(prog, str(exc), EXIT_USAGE, args.debug)
+    except JobError as exc:
+        return _fail(prog, str(exc), exc.status, args.debug)
+    except KeyboardInterrupt as exc:
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        return _fail(prog, f"interrupted ({signal.Signals(signum).name})", 128 + signum, args.debug)
+    except BrokenPipeError:  # `netdicom2 ... | head`: the reader left; nothing more to say
+        return EXIT_FAILURE
+    except (OSError, MemoryError) as exc:
+        text = (
+            f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.filename else exc
+        )
+        return _fail(prog, f"{type(exc).__name__}: {text}", EXIT_FAILURE, args.debug)
+    except Exception as exc:  # a bug of ours: still one line, with the way to see more
+        return _fail(
+            prog,
+            f"internal error {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+            EXIT_FAILURE,
+            args.debug,
+        )
+
+
+def _fail(prog: str, message: str, status: int, debug: bool) -> int:
+    """Print one line (and the traceback under --debug); return the exit status."""
+    if debug:
+        traceback.print_exc()
+    print(f"{prog}: {message}", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":  # pragma: no cover
