@@ -99,8 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:  # an optional extra is missing: say so instead of hiding it
-            p = sub.add_parser(name, help=f"(unavailable: {exc})")
-            p.set_defaults(handler=_unavailable(name, exc))
+            p = sub.add_parser(name, help=f"(unavailable: {exc})", add_help=False)
+            # Whatever options follow, say which extra to install (not "unrecognized arguments").
+            p.set_defaults(handler=_unavailable(name, exc), any_arguments=True)
             continue
         getattr(module, func_name)(sub)
     return parser
@@ -255,7 +256,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     words = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in words  # accepted anywhere on the line, not only before COMMAND
-    args = parser.parse_args([w for w in words if w != "--debug"])
+    args, unknown = parser.parse_known_args([w for w in words if w != "--debug"])
+    if unknown and not getattr(args, "any_arguments", False):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.debug = debug
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
