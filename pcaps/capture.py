@@ -1,4 +1,4 @@
-"""Read pcap/pcapng files with scapy and group their TCP segments into connections.
+"""Read pcap/pcapng files whole and group their TCP segments into connections.
 
 Link types: whatever scapy dissects (Ethernet, Linux cooked SLL and SLL2, BSD loopback/NULL,
 raw IP), plus a fallback for link layers scapy leaves as raw bytes (OpenBSD loopback, raw
@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pcaps.pcapfile import FileStats, Limits, NotACapture, read_frames
 from pcaps.reassembly import FIN, RST, SYN, Segment
 
 __all__ = ["Endpoint", "TcpConnection", "read_connections"]
@@ -58,19 +59,20 @@ class CaptureStats:
     tcp_segments: int = 0
     skipped: int = 0
     linktype: int | None = None
+    file: FileStats = field(default_factory=FileStats)
 
 
 def _layers() -> tuple[Any, Any, Any, Any, Any]:
-    """scapy's IP, IPv6, TCP, Padding and reader classes (imported lazily: scapy is slow)."""
+    """scapy's IP, IPv6, TCP, Padding and link-type table (imported lazily: scapy is slow)."""
+    from scapy.config import conf
     from scapy.layers.inet import IP, TCP
     from scapy.layers.inet6 import IPv6
     from scapy.packet import Padding
-    from scapy.utils import PcapReader
 
-    return IP, IPv6, TCP, Padding, PcapReader
+    return IP, IPv6, TCP, Padding, conf.l2types.num2layer
 
 
-def _ip_layer(packet: Any, linktype: int | None) -> Any:
+def _ip_layer(packet: Any, data: bytes, linktype: int | None) -> Any:
     """The IPv4/IPv6 layer of a packet, dissecting raw link payloads scapy did not."""
     ip_cls, ipv6_cls, _, _, _ = _layers()
     for cls in (ip_cls, ipv6_cls):
@@ -79,7 +81,7 @@ def _ip_layer(packet: Any, linktype: int | None) -> Any:
     offset = _IP_OFFSETS.get(linktype if linktype is not None else -1)
     if offset is None:
         return None
-    data = bytes(packet)[offset:]
+    data = data[offset:]
     if not data:
         return None
     version = data[0] >> 4
@@ -109,49 +111,51 @@ def _tcp_payload(tcp: Any, padding_cls: Any) -> bytes:
 
 
 def _packets(
-    path: Path, stats: CaptureStats
+    path: Path, stats: CaptureStats, limits: Limits | None
 ) -> Iterator[tuple[int, float, Endpoint, Endpoint, Any]]:
-    """(time, source, destination, TCP layer) of every TCP segment in the file."""
-    from scapy.error import Scapy_Exception
+    """(index, time, source, destination, TCP layer) of every TCP segment in the file.
 
-    _, _, tcp_cls, _, reader_cls = _layers()
-    with path.open("rb") as handle:  # our handle: closed even when scapy refuses the file
+    Frames come whole from ``pcaps.pcapfile`` (any caplen, over 65,535 bytes too); scapy only
+    dissects the link, IP and TCP headers of each.
+    """
+    from scapy.packet import Raw
+
+    _, _, tcp_cls, _, link_classes = _layers()
+    with path.open("rb") as handle:
         try:
-            reader = reader_cls(handle)
-        except Scapy_Exception as exc:
-            raise ValueError(f"{path}: not a pcap or pcapng capture ({exc})") from exc
-        linktype = getattr(reader, "linktype", None)
-        stats.linktype = linktype
-        for packet in reader:
-            stats.packets += 1
-            if linktype is None and getattr(reader, "interfaces", None):
-                # pcapng: the link type belongs to the interface description block.
-                linktype = stats.linktype = int(reader.interfaces[0][0])
-            try:
-                ip = _ip_layer(packet, linktype)
-            except Exception:
-                ip = None
-            if ip is None or tcp_cls not in ip:
-                stats.skipped += 1
-                continue
-            tcp = ip[tcp_cls]
-            yield (
-                stats.packets - 1,
-                float(packet.time),
-                (str(ip.src), int(tcp.sport)),
-                (str(ip.dst), int(tcp.dport)),
-                tcp,
-            )
+            for frame in read_frames(handle, stats.file, limits):
+                stats.packets += 1
+                stats.linktype = frame.linktype if stats.linktype is None else stats.linktype
+                try:
+                    packet = link_classes.get(frame.linktype, Raw)(frame.data)
+                    ip = _ip_layer(packet, frame.data, frame.linktype)
+                except Exception:  # scapy on hostile bytes: the frame is not TCP for us
+                    ip = None
+                if ip is None or tcp_cls not in ip:
+                    stats.skipped += 1
+                    continue
+                tcp = ip[tcp_cls]
+                yield (
+                    frame.index,
+                    frame.time,
+                    (str(ip.src), int(tcp.sport)),
+                    (str(ip.dst), int(tcp.dport)),
+                    tcp,
+                )
+        except NotACapture as exc:
+            raise ValueError(f"{path}: {exc}") from exc
 
 
-def read_connections(path: Path) -> tuple[list[TcpConnection], CaptureStats]:
+def read_connections(
+    path: Path, limits: Limits | None = None
+) -> tuple[list[TcpConnection], CaptureStats]:
     """Every TCP connection in a capture, with its segments in capture order."""
     _, _, _, padding_cls, _ = _layers()
     logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
     stats = CaptureStats()
     current: dict[frozenset[Endpoint], TcpConnection] = {}
     connections: list[TcpConnection] = []
-    for number, time, src, dst, tcp in _packets(path, stats):
+    for number, time, src, dst, tcp in _packets(path, stats, limits):
         stats.tcp_segments += 1
         flags = int(tcp.flags)
         seq = int(tcp.seq)

@@ -133,11 +133,25 @@ class ReplayResult:
     transcript: list[str] = field(default_factory=list)
     elapsed: float = 0.0
     skipped: str | None = None
+    unreachable: str | None = None  # the live peer could not be reached: not a difference
 
     @property
     def ok(self) -> bool:
-        """No difference outside the excused ones (and not skipped)."""
-        return self.skipped is None and all(d.excused_by for d in self.differences)
+        """No difference outside the excused ones (and neither skipped nor unreachable)."""
+        return (
+            self.skipped is None
+            and self.unreachable is None
+            and all(d.excused_by for d in self.differences)
+        )
+
+    @property
+    def verdict(self) -> str:
+        """ "OK", "DIFFERENT", "SKIPPED" or "UNREACHABLE"."""
+        if self.unreachable is not None:
+            return "UNREACHABLE"
+        if self.skipped is not None:
+            return "SKIPPED"
+        return "OK" if self.ok else "DIFFERENT"
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form."""
@@ -145,7 +159,9 @@ class ReplayResult:
             "connection": self.connection,
             "mode": self.mode,
             "ok": self.ok,
+            "verdict": self.verdict,
             "skipped": self.skipped,
+            "unreachable": self.unreachable,
             "findings": [
                 {"side": f.side, "cell": f.cell, "text": f.text, "time": f.time}
                 for f in self.findings

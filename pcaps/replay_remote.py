@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from netdicom2.cli import connect_error
 from netdicom2.exceptions import PDUDecodeError
 from netdicom2.pdu import PDataTfPDU, decode
 from pcaps.compare import MessageAssembler, compare_messages, compare_pdus
@@ -247,7 +248,9 @@ def replay_remote(
     try:
         sock = connect(address) if connect else socket.create_connection(address, step_timeout)
     except OSError as exc:
-        result.differences.append(Difference(0, "connect", "TCP connection", str(exc)))
+        # Peer down is not peer different: no connection, nothing to compare.
+        result.unreachable = connect_error(exc, *address)
+        result.elapsed = time.monotonic() - started
         return result
     wire = Wire(sock)
     first = timeline[0].time if timeline else 0.0
@@ -256,6 +259,10 @@ def replay_remote(
         remote.run(_items(timeline), settle)
     finally:
         wire.shutdown()
+    if wire.reset and not result.received and conn.ac.pdus:
+        # Reset before the peer said anything: a closed service or a filter, not a behaviour.
+        result.unreachable = f"{address[0]}:{address[1]} reset the connection before answering"
+        result.differences.clear()
     for errors, side in ((remote.recorded.errors, "recorded"), (remote.live.errors, "live")):
         result.notes += [f"{side} P-DATA does not reassemble: {e}" for e in errors]
     if judgement.findings:
