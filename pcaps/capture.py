@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pcaps.dissect import UNKNOWN, TcpSegment, tcp_segment
 from pcaps.pcapfile import FileStats, Limits, NotACapture, read_frames
 from pcaps.reassembly import FIN, RST, SYN, Segment
 
@@ -110,38 +111,54 @@ def _tcp_payload(tcp: Any, padding_cls: Any) -> bytes:
     return payload
 
 
-def _packets(
-    path: Path, stats: CaptureStats, limits: Limits | None
-) -> Iterator[tuple[int, float, Endpoint, Endpoint, Any]]:
-    """(index, time, source, destination, TCP layer) of every TCP segment in the file.
-
-    Frames come whole from ``pcaps.pcapfile`` (any caplen, over 65,535 bytes too); scapy only
-    dissects the link, IP and TCP headers of each.
-    """
+def _scapy_segment(linktype: int, data: bytes) -> TcpSegment | None:
+    """The TCP segment of a frame as scapy dissects it (link types the fast path skips)."""
     from scapy.packet import Raw
 
-    _, _, tcp_cls, _, link_classes = _layers()
+    _, _, tcp_cls, padding_cls, link_classes = _layers()
+    try:
+        packet = link_classes.get(linktype, Raw)(data)
+        ip = _ip_layer(packet, data, linktype)
+    except Exception:  # scapy on hostile bytes: the frame is not TCP for us
+        return None
+    if ip is None or tcp_cls not in ip:
+        return None
+    tcp = ip[tcp_cls]
+    return TcpSegment(
+        (str(ip.src), int(tcp.sport)),
+        (str(ip.dst), int(tcp.dport)),
+        int(tcp.seq),
+        int(tcp.ack),
+        int(tcp.flags),
+        _tcp_payload(tcp, padding_cls),
+    )
+
+
+def _packets(
+    path: Path, stats: CaptureStats, limits: Limits | None
+) -> Iterator[tuple[int, float, TcpSegment]]:
+    """(index, time, segment) of every TCP segment in the file.
+
+    Frames come whole from ``pcaps.pcapfile`` (any caplen, over 65,535 bytes too); their
+    headers are read by ``pcaps.dissect``, or by scapy for the link types it leaves.
+    """
     with path.open("rb") as handle:
         try:
             for frame in read_frames(handle, stats.file, limits):
                 stats.packets += 1
                 stats.linktype = frame.linktype if stats.linktype is None else stats.linktype
-                try:
-                    packet = link_classes.get(frame.linktype, Raw)(frame.data)
-                    ip = _ip_layer(packet, frame.data, frame.linktype)
-                except Exception:  # scapy on hostile bytes: the frame is not TCP for us
-                    ip = None
-                if ip is None or tcp_cls not in ip:
+                fast = tcp_segment(frame.linktype, frame.data)
+                segment = (
+                    _scapy_segment(frame.linktype, frame.data)
+                    if fast is UNKNOWN
+                    else fast
+                    if isinstance(fast, TcpSegment)
+                    else None
+                )
+                if segment is None:
                     stats.skipped += 1
                     continue
-                tcp = ip[tcp_cls]
-                yield (
-                    frame.index,
-                    frame.time,
-                    (str(ip.src), int(tcp.sport)),
-                    (str(ip.dst), int(tcp.dport)),
-                    tcp,
-                )
+                yield frame.index, frame.time, segment
         except NotACapture as exc:
             raise ValueError(f"{path}: {exc}") from exc
 
@@ -150,15 +167,15 @@ def read_connections(
     path: Path, limits: Limits | None = None
 ) -> tuple[list[TcpConnection], CaptureStats]:
     """Every TCP connection in a capture, with its segments in capture order."""
-    _, _, _, padding_cls, _ = _layers()
     logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
     stats = CaptureStats()
     current: dict[frozenset[Endpoint], TcpConnection] = {}
     connections: list[TcpConnection] = []
-    for number, time, src, dst, tcp in _packets(path, stats, limits):
+    for number, time, segment in _packets(path, stats, limits):
         stats.tcp_segments += 1
-        flags = int(tcp.flags)
-        seq = int(tcp.seq)
+        src, dst = segment.src, segment.dst
+        flags = segment.flags
+        seq = segment.seq
         key = frozenset((src, dst))
         conn = current.get(key)
         is_syn = bool(flags & SYN) and not flags & _TCP_ACK
@@ -176,7 +193,6 @@ def read_connections(
             conn.client = dst
         if flags & (FIN | RST):
             conn.ended = True
-        ack = int(tcp.ack) if flags & _TCP_ACK else None
-        payload = _tcp_payload(tcp, padding_cls)
-        conn.add(src, Segment(time, seq, payload, flags & 0x3F, ack, number))
+        ack = segment.ack if flags & _TCP_ACK else None
+        conn.add(src, Segment(time, seq, segment.payload, flags & 0x3F, ack, number))
     return connections, stats
