@@ -193,6 +193,8 @@ def read_connections(
             conn.client = dst
         if flags & (FIN | RST):
             conn.ended = True
+        if not segment.payload and not flags & (SYN | FIN | RST) and conn.segments.get(src):
+            continue  # a pure ACK carries nothing to reassemble: memory follows data only
         ack = segment.ack if flags & _TCP_ACK else None
         conn.add(src, Segment(time, seq, segment.payload, flags & 0x3F, ack, number))
     return connections, stats

@@ -105,16 +105,17 @@ def add_replay(sub: SubParsers) -> None:
     p.add_argument(
         "--max-packets",
         type=bounded_int(0, 1 << 40),
-        default=10_000_000,
+        default=2_000_000,
         metavar="N",
-        help="read at most N packets of each capture (0: no limit; default 10,000,000)",
+        help="read at most N packets of each capture (0: no limit; default 2,000,000)",
     )
     p.add_argument(
         "--max-bytes",
         type=bounded_int(0, 1 << 50),
-        default=8 * 1024**3,
+        default=None,
         metavar="N",
-        help="read at most N bytes of each (expanded) capture (0: no limit; default 8 GiB)",
+        help="read at most N bytes of each (expanded) capture (0: no limit; default 4 GiB, "
+        "and gzip input at most 100 times its compressed size, at least 64 MiB)",
     )
     p.add_argument(
         "--time-limit",

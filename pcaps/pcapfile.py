@@ -30,8 +30,8 @@ __all__ = ["MAX_FRAME", "FileStats", "Frame", "Limits", "NotACapture", "read_fra
 MAX_FRAME = 16 * 1024 * 1024
 #: Largest pcapng block that is not a packet block (options, names, statistics).
 _MAX_BLOCK = MAX_FRAME + 4096
-#: All-zero pcap records in a row after which the file is taken as zero-filled (sparse).
-_ZERO_RUN = 1024
+#: Records without a captured byte in a row after which the file is taken as damaged.
+_EMPTY_RUN = 1024
 _CHECK_EVERY = 256  # packets between two looks at the clock
 
 _PCAP_MAGIC = {
@@ -54,10 +54,11 @@ class NotACapture(ValueError):
 class Limits:
     """What one capture may cost; 0 means no limit."""
 
-    max_packets: int = 10_000_000
-    max_bytes: int = 8 * 1024**3
+    max_packets: int = 2_000_000
+    max_bytes: int = 4 * 1024**3
     time_limit: float = 600.0
-    gzip_ratio: int = 1000  # expanded bytes per compressed byte, beyond which gzip is a bomb
+    gzip_ratio: int = 100  # expanded bytes per compressed byte beyond which gzip is a bomb
+    gzip_floor: int = 64 * 1024 * 1024  # ... once this many bytes are expanded
     clock: Callable[[], float] = time.monotonic
 
 
@@ -109,7 +110,7 @@ class _Source:
             stats.compressed = True
             self.handle = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
             if limits.gzip_ratio:
-                ratio_cap = max(64 * 1024 * 1024, size * limits.gzip_ratio)
+                ratio_cap = max(limits.gzip_floor, size * limits.gzip_ratio)
                 self.expanded_cap = min(self.expanded_cap or ratio_cap, ratio_cap)
         self.position = 0
 
@@ -120,13 +121,17 @@ class _Source:
     def read(self, size: int) -> bytes:
         """Up to ``size`` bytes; raises _Stop when the byte budget is spent."""
         if self.expanded_cap and self.position + size > self.expanded_cap:
-            what = (
-                f"expands past {self.expanded_cap:,} bytes from {self.stats.file_size:,} "
-                "compressed (a gzip bomb?)"
-                if self.stats.compressed and self.expanded_cap < (self.limits.max_bytes or 1 << 62)
-                else f"more than --max-bytes {self.expanded_cap:,} bytes"
+            if self.stats.compressed and self.expanded_cap != self.limits.max_bytes:
+                what = (
+                    f"expands past {self.expanded_cap:,} bytes from {self.stats.file_size:,} "
+                    f"compressed (over {self.limits.gzip_ratio}x: a gzip bomb?)"
+                )
+            else:
+                what = f"is longer than --max-bytes {self.expanded_cap:,}"
+            raise _Stop(
+                f"stopped reading: the capture {what}; give --max-bytes to read more "
+                f"({self.stats.last_whole()})"
             )
-            raise _Stop(f"stopped reading: the capture {what}; raise --max-bytes to read on")
         try:
             data = self.handle.read(size)
         except (OSError, EOFError, zlib.error) as exc:
@@ -174,7 +179,7 @@ def _pcap(src: _Source, stats: FileStats, limits: Limits, started: float) -> Ite
     linktype = struct.unpack(endian + "I", header[20:24])[0] & 0x0FFFFFFF  # bits 28-31: FCS
     stats.format = "pcap"
     record = struct.Struct(endian + "IIII")
-    zeros = 0
+    empty = 0
     while True:  # bounded by the file, --max-packets, --max-bytes and --time-limit
         _budget(stats, limits, started)
         head = src.read(record_size)
@@ -183,15 +188,18 @@ def _pcap(src: _Source, stats: FileStats, limits: Limits, started: float) -> Ite
         if len(head) < record_size:
             raise _Stop(f"the file ends inside a record header ({stats.last_whole()})")
         sec, frac, caplen, wirelen = record.unpack_from(head)
-        if not (sec or frac or caplen or wirelen):
-            zeros += 1
-            if zeros >= _ZERO_RUN:
+        if caplen == 0:
+            # No real capture holds long runs of records without a byte (libpcap never
+            # writes one); a sparse, zero-filled or forged file does: stop early.
+            empty += 1
+            if empty >= _EMPTY_RUN:
+                what = "all-zero" if not (sec or frac or wirelen) else "empty"
                 raise _Stop(
-                    f"{zeros} all-zero records from byte {src.position - zeros * record_size:,}: "
-                    f"the rest of the file is zeros (sparse or damaged), {stats.last_whole()}"
+                    f"{empty} {what} records in a row up to byte {src.position:,}: the file is "
+                    f"sparse, zero-filled or damaged ({stats.last_whole()})"
                 )
             continue
-        zeros = 0
+        empty = 0
         if caplen > MAX_FRAME:
             left = src.remaining()
             if left is not None and caplen > left:

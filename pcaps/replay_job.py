@@ -216,7 +216,10 @@ def run_replay(args: argparse.Namespace) -> int:
     """Check or replay every capture; the exit status says the worst outcome."""
     _validate(args)
     job = _Job(args)
-    limits = Limits(args.max_packets, args.max_bytes, args.time_limit)
+    if args.max_bytes is None:  # the defaults, with the gzip expansion ratio
+        limits = Limits(max_packets=args.max_packets, time_limit=args.time_limit)
+    else:  # an explicit byte budget replaces the ratio
+        limits = Limits(args.max_packets, args.max_bytes, args.time_limit, gzip_ratio=0)
     done = 0
     try:
         for path in args.pcaps:
