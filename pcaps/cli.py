@@ -42,6 +42,7 @@ def _against(text: str) -> str | tuple[str, int]:
 def add_replay(sub: SubParsers) -> None:
     """Register `netdicom2 replay`."""
     from netdicom2.cli import bounded_int, output_path, seconds
+    from pcaps.ignore import RULES
 
     p = sub.add_parser(
         "replay",
@@ -91,6 +92,27 @@ def add_replay(sub: SubParsers) -> None:
         "--strict-datasets",
         action="store_true",
         help="with HOST:PORT: also compare data set sizes and bytes",
+    )
+    p.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        choices=sorted(RULES),
+        metavar="FIELD",
+        help="with HOST:PORT: excuse differences of FIELD (repeatable; shown as excused): "
+        + ", ".join(sorted(RULES)),
+    )
+    p.add_argument(
+        "--verbatim",
+        action="store_true",
+        help="with HOST:PORT: send P-DATA-TF as recorded, even above the live acceptor's "
+        "Maximum Length (default: re-fragment them)",
+    )
+    p.add_argument(
+        "--fill-holes",
+        action="store_true",
+        help="with HOST:PORT: send a PDU the capture lacks bytes of with those bytes zeroed "
+        "(default: stop before it); later comparisons are marked",
     )
     p.add_argument(
         "--allow-invalid",
@@ -176,13 +198,21 @@ def replay_lines(result: Any) -> list[str]:
             f"  recording non-conforming: {finding.side} at {finding.cell}: {finding.text}"
         )
     lines += [f"  not copied: {text}" for text in result.not_copied]
+    if result.unreachable:
+        lines.append(f"  peer down: {result.unreachable}")
+    if result.incomplete:
+        lines.append(f"  incomplete: {result.incomplete}")
     for diff in result.differences:
         mark = "~" if diff.excused_by else "!"
         where = f"step {diff.step}" if diff.step is not None else "after the recording"
         lines.append(f"  {mark} {where}: {diff.what}: recorded {diff.expected}")
         lines.append(f"  {' ' * len(where)}   {' ' * len(diff.what)}  got      {diff.actual}")
-        if diff.excused_by:
+        if diff.excused_by and diff.excused_by.startswith("--ignore"):
+            lines.append(f"      excused: {diff.excused_by}")
+        elif diff.excused_by:
             lines.append(f"      excused: recording already left PS3.8 ({diff.excused_by[:90]})")
+        if diff.marked:
+            lines.append(f"      marked: {diff.marked}")
     lines += [f"  note: {note}" for note in result.notes]
     return lines
 

@@ -117,13 +117,13 @@ def compare_pdus(expected: PDU, actual: PDU) -> list[tuple[str, str, str]]:
     if isinstance(expected, AAssociateAcPDU) and isinstance(actual, AAssociateAcPDU):
         _compare_associate(expected, actual, out)
     elif isinstance(expected, AAssociateRjPDU) and isinstance(actual, AAssociateRjPDU):
-        _diff(out, "result", expected.result, actual.result)
-        _diff(out, "source", expected.source, actual.source)
-        _diff(out, "reason/diag", expected.reason_diag, actual.reason_diag)
+        _diff(out, "A-ASSOCIATE-RJ result", expected.result, actual.result)
+        _diff(out, "A-ASSOCIATE-RJ source", expected.source, actual.source)
+        _diff(out, "A-ASSOCIATE-RJ reason/diag", expected.reason_diag, actual.reason_diag)
     elif isinstance(expected, AAbortPDU) and isinstance(actual, AAbortPDU):
-        _diff(out, "source", expected.source, actual.source)
+        _diff(out, "A-ABORT source", expected.source, actual.source)
         if expected.source == 2 and actual.source == 2:
-            _diff(out, "reason/diag", expected.reason_diag, actual.reason_diag)
+            _diff(out, "A-ABORT reason/diag", expected.reason_diag, actual.reason_diag)
     return out
 
 

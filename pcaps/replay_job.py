@@ -62,6 +62,10 @@ def _validate(args: argparse.Namespace) -> None:
         raise UsageError("--as needs --against local (it names the role netdicom2 plays there)")
     if args.role is None:
         args.role = "both"
+    live_only = [f for f in ("verbatim", "fill_holes", "ignore") if getattr(args, f)]
+    if live_only and not isinstance(args.against, tuple):
+        flag = "--" + live_only[0].replace("_", "-")
+        raise UsageError(f"{flag} needs --against HOST:PORT (it shapes what a live peer is sent)")
     if isinstance(args.against, tuple):
         host, port = args.against
         try:
@@ -130,6 +134,9 @@ def _replays(job: _Job, path: Path, capture: Any, entry: dict[str, Any], warned:
                     timing=args.timing,
                     step_timeout=args.timeout,
                     strict_datasets=args.strict_datasets,
+                    verbatim=args.verbatim,
+                    ignore=args.ignore,
+                    fill_holes=args.fill_holes,
                 )
             ]
         for result in batch:
@@ -142,7 +149,9 @@ def _replays(job: _Job, path: Path, capture: Any, entry: dict[str, Any], warned:
                 job.say(line)
         if down is not None:
             break  # the same peer for every connection: one line per capture
-    counts = {v: sum(1 for r in results if r.verdict == v) for v in ("OK", "DIFFERENT", "SKIPPED")}
+    kinds = ("OK", "DIFFERENT", "SKIPPED", "INCOMPLETE")
+    counts = {v: sum(1 for r in results if r.verdict == v) for v in kinds}
+    warned = warned or counts["INCOMPLETE"] > 0
     if down is not None:
         job.unreachable = True
         job.say(f"{path}: peer down: {down} -> UNREACHABLE", summary=True)
@@ -152,9 +161,10 @@ def _replays(job: _Job, path: Path, capture: Any, entry: dict[str, Any], warned:
     verdict = "FAIL" if failed else ("INCOMPLETE" if warned else "OK")
     if not failed and counts["SKIPPED"]:
         verdict += f", {counts['SKIPPED']} skipped"
+    incomplete = f", {counts['INCOMPLETE']} incomplete" if counts["INCOMPLETE"] else ""
     job.say(
         f"{path}: {counts['OK']} of {len(results)} replays as recorded, {counts['DIFFERENT']} "
-        f"different, {counts['SKIPPED']} skipped -> {verdict}",
+        f"different{incomplete}, {counts['SKIPPED']} skipped -> {verdict}",
         summary=True,
     )
     job.different = job.different or failed
