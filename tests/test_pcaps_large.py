@@ -14,6 +14,7 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,7 +22,9 @@ from netdicom2.app_scp import StorageSCP
 from netdicom2.cli import main
 from pcaps.flows import load_capture
 from pcaps.pcapfile import FileStats, read_frames
-from tests.peers import require
+from pcaps.plan import ReplayResult
+from pcaps.replay_remote import replay_remote
+from tests.peers import dcmtk_storescp, pynetdicom_scp, require
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASET = 3 * 1024 * 1024  # pixel bytes of the stored object
@@ -189,3 +192,82 @@ def test_large_store_replays_against_netdicom2(large: Path) -> None:
     with StorageSCP("127.0.0.1", 0, max_pdu_length=MAX_PDU) as scp:
         target = f"127.0.0.1:{scp.address[1]}"
         assert main(["replay", str(large), "-q", "--against", target]) == 0
+
+
+# ------------------------------------------------------------------ live replay, smaller max
+
+
+def _replay(path: Path, address: tuple[str, int], **kwargs: Any) -> ReplayResult:
+    """The capture's one connection replayed against a live acceptor."""
+    (conn,) = load_capture(path).connections
+    return replay_remote(conn, address, step_timeout=10.0, **kwargs)
+
+
+def _refragmented(result: ReplayResult) -> bool:
+    """The result notes the re-fragmentation to a 16 KiB-ish maximum length."""
+    return any("re-fragmented" in note for note in result.notes)
+
+
+def test_refragmented_for_netdicom2_with_a_smaller_max_length(large: Path) -> None:
+    with StorageSCP("127.0.0.1", 0, max_pdu_length=16384) as scp:
+        plain = _replay(large, scp.address)
+        ignored = _replay(large, scp.address, ignore=["max-length"])
+        verbatim = _replay(large, scp.address, verbatim=True, ignore=["max-length"])
+    # The only difference: the Maximum Length the live acceptor announced.
+    assert [d.what for d in plain.differences] == ["user information 51H"], plain.differences
+    assert ignored.ok and ignored.verdict == "OK" and _refragmented(ignored)
+    assert ignored.differences[0].excused_by == "--ignore max-length"
+    assert ignored.received[-2].startswith("P-DATA-TF") and "status 0x0000" not in str(
+        [d.actual for d in ignored.differences]
+    )
+    # As recorded, the 1 MiB P-DATA-TF breaks the live acceptor's limit: it aborts.
+    assert not verbatim.ok and any("A-ABORT" in r for r in verbatim.received)
+
+
+def test_refragmented_for_dcmtk_storescp(large: Path, tmp_path: Path) -> None:
+    with dcmtk_storescp(tmp_path) as server:
+        result = _replay(
+            large, ("127.0.0.1", server.port), connect=server.connect, ignore=["max-length"]
+        )
+    assert result.ok, [d.as_dict() for d in result.differences]
+    assert _refragmented(result) and result.sent == 6  # RQ, command, 3 data PDUs, RELEASE-RQ
+
+
+def test_refragmented_for_pynetdicom(large: Path, tmp_path: Path) -> None:
+    with pynetdicom_scp(tmp_path) as server:
+        result = _replay(
+            large, ("127.0.0.1", server.port), connect=server.connect, ignore=["max-length"]
+        )
+    assert result.ok, [d.as_dict() for d in result.differences]
+    assert _refragmented(result)
+
+
+def _with_hole(large: Path, tmp_path: Path) -> Path:
+    """The capture without one full-size frame in the middle of the data set."""
+    frames = _records(large)
+    big = [i for i, f in enumerate(frames) if len(f) > 60000]
+    drop = big[len(big) // 2]
+    return write_pcap(tmp_path / "hole.pcap", frames[:drop] + frames[drop + 1 :])
+
+
+def test_a_pdu_with_missing_bytes_is_never_sent(large: Path, tmp_path: Path) -> None:
+    path = _with_hole(large, tmp_path)
+    with StorageSCP("127.0.0.1", 0, max_pdu_length=MAX_PDU) as scp:
+        stopped = _replay(path, scp.address)
+        filled = _replay(path, scp.address, fill_holes=True)
+    assert stopped.verdict == "INCOMPLETE" and stopped.differences == []
+    assert stopped.incomplete is not None and "--fill-holes" in stopped.incomplete
+    assert stopped.sent == 3 and filled.sent == 6  # stopped before the cut data PDU
+    # Zeros in a pixel data set: the SCP still stores it; the answer is compared, and marked.
+    assert filled.verdict == "OK", [d.as_dict() for d in filled.differences]
+    assert any("missing bytes sent as zeros" in n for n in filled.notes)
+    assert filled.received[1:] == ["P-DATA-TF [ctx 1 cmd last 124 B]", "A-RELEASE-RP"]
+
+
+def test_hole_replay_exit_status(large: Path, tmp_path: Path) -> None:
+    path = _with_hole(large, tmp_path)
+    with StorageSCP("127.0.0.1", 0, max_pdu_length=MAX_PDU) as scp:
+        target = f"127.0.0.1:{scp.address[1]}"
+        assert main(["replay", str(path), "-q", "--against", target]) == 0
+        assert main(["replay", str(path), "-q", "--against", target, "--strict"]) == 1
+        assert main(["replay", str(path), "-q", "--against", target, "--fill-holes"]) == 0
