@@ -271,3 +271,20 @@ def test_hole_replay_exit_status(large: Path, tmp_path: Path) -> None:
         assert main(["replay", str(path), "-q", "--against", target]) == 0
         assert main(["replay", str(path), "-q", "--against", target, "--strict"]) == 1
         assert main(["replay", str(path), "-q", "--against", target, "--fill-holes"]) == 0
+
+
+def test_ignore_is_shown_as_excused_everywhere(
+    large: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = tmp_path / "r.json"
+    with StorageSCP("127.0.0.1", 0, max_pdu_length=16384) as scp:
+        target = f"127.0.0.1:{scp.address[1]}"
+        assert main(["replay", str(large), "--against", target]) == 1
+        capsys.readouterr()
+        argv = ["replay", str(large), "--against", target, "--ignore", "max-length"]
+        assert main([*argv, "--json", str(report)]) == 0
+    out = capsys.readouterr().out
+    assert "~ step 1: user information 51H" in out and "excused: --ignore max-length" in out
+    assert "re-fragmented" in out
+    (replay,) = json.loads(report.read_text())["captures"][0]["replays"]
+    assert [d["excused_by"] for d in replay["differences"]] == ["--ignore max-length"]
