@@ -39,6 +39,18 @@ def _against(text: str) -> str | tuple[str, int]:
     return "local" if text == "local" else host_port(text)
 
 
+def _folder(text: str) -> Path:
+    """``--extract DIR``: an existing, writable folder (checked before any work)."""
+    import os
+
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is not an existing folder")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"folder {text} is not writable")
+    return path
+
+
 def add_replay(sub: SubParsers) -> None:
     """Register `netdicom2 replay`."""
     from netdicom2.cli import bounded_int, output_path, seconds
@@ -145,6 +157,12 @@ def add_replay(sub: SubParsers) -> None:
         default=600.0,
         metavar="S",
         help="stop reading a capture after S seconds (0: no limit; default 600)",
+    )
+    p.add_argument(
+        "--extract",
+        type=_folder,
+        metavar="DIR",
+        help="also write every C-STORE data set of the captures to DIR as DICOM Part 10 files",
     )
     p.add_argument("--json", type=output_path, metavar="F", help="write the full report as JSON")
     p.add_argument(

@@ -38,6 +38,7 @@ class _Job:
     unreadable: bool = False
     unreachable: bool = False
     summaries: list[str] = field(default_factory=list)
+    taken: set[Path] = field(default_factory=set)  # files written by --extract
 
     def say(self, line: str, *, summary: bool = False) -> None:
         """Print a detail line (not with -q) or a summary line (always)."""
@@ -171,6 +172,24 @@ def _replays(job: _Job, path: Path, capture: Any, entry: dict[str, Any], warned:
     entry.update(ok=not failed, verdict=verdict)
 
 
+def _extract(job: _Job, path: Path, capture: Any, entry: dict[str, Any]) -> None:
+    """``--extract DIR``: the capture's C-STORE data sets as Part 10 files."""
+    from pcaps.extract import extract_datasets
+
+    files: list[str] = []
+    skipped: list[str] = []
+    for conn in capture.connections:
+        got = extract_datasets(conn, job.args.extract, job.taken)
+        files += [str(f) for f in got.files]
+        skipped += got.skipped
+    for why in skipped:
+        job.say(f"  not extracted: {why}")
+    left = f" ({len(skipped)} not extracted)" if skipped else ""
+    job.say(f"{path}: extracted {len(files)} data sets to {job.args.extract}{left}", summary=True)
+    entry["extracted"] = files
+    entry["not_extracted"] = skipped
+
+
 def _one(job: _Job, path: Path, limits: Limits) -> None:
     """Load one capture, report what reading it met, check or replay it."""
     from pcaps.flows import load_capture
@@ -204,6 +223,8 @@ def _one(job: _Job, path: Path, limits: Limits) -> None:
     )
     for warning in warnings:
         job.say(f"{path}: warning: {warning}", summary=True)
+    if args.extract is not None:
+        _extract(job, path, capture, entry)
     if args.against is None:
         _codec(job, path, capture, entry, bool(warnings))
     else:

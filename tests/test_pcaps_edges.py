@@ -201,3 +201,23 @@ def test_record_forwarding_to_a_closed_port_says_so(closed_port: int, tmp_path: 
         finally:
             if process.poll() is None:
                 process.kill()
+
+
+def test_extract_from_recorded_peers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pydicom = pytest.importorskip("pydicom")
+    names = [
+        "dcmtk_storescu_storescp_pdu4k",
+        "orthanc_storescu_store",
+        "dcmtk_echoscu_storescp_echo",
+    ]
+    status, out, _ = run(
+        ["replay", *[BY_NAME[n] for n in names], "-q", "--extract", str(tmp_path)], capsys
+    )
+    assert status == 0 and out.count("extracted 1 data sets") == 2, out
+    assert "extracted 0 data sets" in out  # the echo capture stores nothing
+    files = sorted(tmp_path.iterdir())
+    assert len(files) == 2 and files[0] != files[1]  # same UID twice: unique names
+    for path in files:
+        data = pydicom.dcmread(path)
+        assert data.SOPInstanceUID == data.file_meta.MediaStorageSOPInstanceUID
+        assert data.file_meta.TransferSyntaxUID.startswith("1.2.840.10008.1.2")

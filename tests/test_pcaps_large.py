@@ -288,3 +288,46 @@ def test_ignore_is_shown_as_excused_everywhere(
     assert "re-fragmented" in out
     (replay,) = json.loads(report.read_text())["captures"][0]["replays"]
     assert [d["excused_by"] for d in replay["differences"]] == ["--ignore max-length"]
+
+
+# ------------------------------------------------------------------ --extract
+
+
+def _dataset(part10: bytes) -> bytes:
+    """The data set of a Part 10 file: after the preamble, DICM and the File Meta group."""
+    meta_length = struct.unpack_from("<I", part10, 128 + 4 + 8)[0]
+    return part10[128 + 4 + 12 + meta_length :]
+
+
+def test_extract_writes_the_stored_object(
+    large: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pydicom = pytest.importorskip("pydicom")
+    folder = tmp_path / "out"
+    folder.mkdir()
+    assert main(["replay", str(large), "-q", "--extract", str(folder)]) == 0
+    assert "extracted 1 data sets" in capsys.readouterr().out
+    (written,) = folder.iterdir()
+    original = large.with_suffix(".dcm").read_bytes()  # the file the recording stored
+    assert _dataset(written.read_bytes()) == _dataset(original)
+    meta = pydicom.dcmread(written).file_meta
+    assert meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"  # what the AC accepted
+    assert written.name == f"{meta.MediaStorageSOPInstanceUID}.dcm"
+
+
+def test_extract_leaves_out_a_data_set_with_missing_bytes(
+    large: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    path = _with_hole(large, tmp_path)
+    assert main(["replay", str(path), "--extract", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "not extracted:" in out and "the capture lost bytes of this message" in out
+    assert list(folder.iterdir()) == []
+
+
+def test_extract_folder_is_checked_first(tmp_path: Path, large: Path) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["replay", str(large), "--extract", str(tmp_path / "missing")])
+    assert exit_info.value.code == 2
