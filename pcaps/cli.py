@@ -79,6 +79,18 @@ def add_replay(sub: SubParsers) -> None:
         help="replay against a local netdicom2 provider, or a live acceptor",
     )
     p.add_argument(
+        "--listen",
+        type=_listen,
+        metavar="[HOST:]PORT",
+        help="play the recorded acceptor to a live requestor connecting here (host defaults "
+        "to 127.0.0.1; port 0: any free port)",
+    )
+    p.add_argument(
+        "--spawn",
+        metavar="CMD",
+        help="with --listen: start CMD ({port} replaced) once per recorded connection",
+    )
+    p.add_argument(
         "--as",
         dest="role",
         choices=["scp", "scu", "both"],
@@ -111,8 +123,8 @@ def add_replay(sub: SubParsers) -> None:
         default=[],
         choices=sorted(RULES),
         metavar="FIELD",
-        help="with HOST:PORT: excuse differences of FIELD (repeatable; shown as excused): "
-        + ", ".join(sorted(RULES)),
+        help="with HOST:PORT or --listen: excuse differences of FIELD (repeatable; shown as "
+        "excused): " + ", ".join(sorted(RULES)),
     )
     p.add_argument(
         "--verbatim",

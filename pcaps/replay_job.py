@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import shutil
 import socket
 import sys
 from dataclasses import dataclass, field
@@ -39,6 +41,7 @@ class _Job:
     unreachable: bool = False
     summaries: list[str] = field(default_factory=list)
     taken: set[Path] = field(default_factory=set)  # files written by --extract
+    listener: socket.socket | None = None  # --listen
 
     def say(self, line: str, *, summary: bool = False) -> None:
         """Print a detail line (not with -q) or a summary line (always)."""
@@ -63,10 +66,23 @@ def _validate(args: argparse.Namespace) -> None:
         raise UsageError("--as needs --against local (it names the role netdicom2 plays there)")
     if args.role is None:
         args.role = "both"
-    live_only = [f for f in ("verbatim", "fill_holes", "ignore") if getattr(args, f)]
+    live_only = [f for f in ("verbatim", "fill_holes") if getattr(args, f)]
     if live_only and not isinstance(args.against, tuple):
         flag = "--" + live_only[0].replace("_", "-")
         raise UsageError(f"{flag} needs --against HOST:PORT (it shapes what a live peer is sent)")
+    if args.ignore and not (isinstance(args.against, tuple) or args.listen):
+        raise UsageError("--ignore needs --against HOST:PORT or --listen (a live comparison)")
+    if args.listen is not None and args.against is not None:
+        raise UsageError("--listen and --against exclude each other (play the acceptor or not)")
+    if args.spawn is not None:
+        if args.listen is None:
+            raise UsageError("--spawn needs --listen (it starts the requestor that connects)")
+        try:
+            program = shlex.split(args.spawn)[0] if args.spawn.strip() else ""
+        except ValueError as exc:
+            raise UsageError(f"--spawn {args.spawn!r}: {exc}") from None
+        if not program or shutil.which(program) is None:
+            raise UsageError(f"--spawn: cannot run {program!r} (not found or not executable)")
     if isinstance(args.against, tuple):
         host, port = args.against
         try:
@@ -119,7 +135,20 @@ def _replays(job: _Job, path: Path, capture: Any, entry: dict[str, Any], warned:
     entry["replays"] = [r.as_dict() for r in results]
     down: str | None = None
     for conn in capture.connections:
-        if args.against == "local":
+        if job.listener is not None:
+            from pcaps.replay_listen import replay_listen
+
+            batch = [
+                replay_listen(
+                    conn,
+                    job.listener,
+                    command=args.spawn,
+                    timeout=args.timeout,
+                    accept_timeout=max(10.0, 2 * args.timeout) if args.spawn else 60.0,
+                    ignore=args.ignore,
+                )
+            ]
+        elif args.against == "local":
             roles = ["scp", "scu"] if args.role == "both" else [args.role]
             batch = [
                 replay_local(
@@ -225,7 +254,7 @@ def _one(job: _Job, path: Path, limits: Limits) -> None:
         job.say(f"{path}: warning: {warning}", summary=True)
     if args.extract is not None:
         _extract(job, path, capture, entry)
-    if args.against is None:
+    if args.against is None and job.listener is None:
         _codec(job, path, capture, entry, bool(warnings))
     else:
         _replays(job, path, capture, entry, bool(warnings))
@@ -252,6 +281,14 @@ def run_replay(args: argparse.Namespace) -> int:
     else:  # an explicit byte budget replaces the ratio
         limits = Limits(args.max_packets, args.max_bytes, args.time_limit, gzip_ratio=0)
     done = 0
+    if args.listen is not None:
+        try:
+            job.listener = socket.create_server(args.listen)
+        except OSError as exc:
+            where = f"{args.listen[0]}:{args.listen[1]}"
+            raise JobError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+        host, port = job.listener.getsockname()[:2]
+        print(f"netdicom2 replay: playing the recorded acceptors on {host}:{port}", flush=True)
     try:
         for path in args.pcaps:
             _one(job, path, limits)
@@ -268,6 +305,9 @@ def run_replay(args: argparse.Namespace) -> int:
         )
         _write_reports(job)
         raise
+    finally:
+        if job.listener is not None:
+            job.listener.close()
     job.report.update(partial=False, ok=job.status == EXIT_OK, exit_status=job.status)
     try:
         _write_reports(job)
