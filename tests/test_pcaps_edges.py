@@ -221,3 +221,22 @@ def test_extract_from_recorded_peers(tmp_path: Path, capsys: pytest.CaptureFixtu
         data = pydicom.dcmread(path)
         assert data.SOPInstanceUID == data.file_meta.MediaStorageSOPInstanceUID
         assert data.file_meta.TransferSyntaxUID.startswith("1.2.840.10008.1.2")
+
+
+def test_report_without_the_captures_says_no_ladder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    report = tmp_path / "r.json"
+    capture = tmp_path / "echo.pcap"
+    capture.write_bytes(Path(ECHO).read_bytes())
+    monkeypatch.chdir(tmp_path)
+    assert main(["replay", "echo.pcap", "-q", "--json", str(report)]) == 0
+    monkeypatch.chdir(ROOT)  # the relative capture path no longer resolves
+    page = tmp_path / "r.html"
+    status, out, _ = run(["report", str(report), "--html", str(page)], capsys)
+    assert status == 0 and "without the ladder of 1 capture(s)" in out and "--base" in out
+    assert "No ladder" in page.read_text()
+    status, out, _ = run(
+        ["report", str(report), "--html", str(page), "--base", str(tmp_path)], capsys
+    )
+    assert status == 0 and out.strip() == f"netdicom2 report: wrote {page}"
