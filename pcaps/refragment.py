@@ -20,7 +20,7 @@ from netdicom2.pdu import PDataTfPDU
 from pcaps.pdus import PduRecord
 from pcaps.reassembly import Stream
 
-__all__ = ["fill_hole", "refragment"]
+__all__ = ["capture_lost", "fill_hole", "refragment"]
 
 _HEADER = struct.Struct(">BBI")
 _ITEM = struct.Struct(">IBB")
@@ -98,3 +98,16 @@ def fill_hole(stream: Stream, record: PduRecord, limit: int) -> tuple[bytes, int
         context, control, previous = context_id, header, cursor
         cursor += 4 + size
     return bytes(data), missing
+
+
+def capture_lost(stream: Stream, record: PduRecord, ended: bool) -> bool:
+    """The capture lost bytes of this incomplete PDU (a hole in it, or it ends inside it).
+
+    ``ended``: the connection was closed (FIN/RST) by either side. A PDU with no hole in a
+    connection that ended is what its sender sent (a cut or malformed PDU): not lost bytes.
+    """
+    length = record.length
+    end = record.offset + 6 + (length if length is not None else 0)
+    if any(g.start < end and g.end > record.offset for g in stream.gaps):
+        return True
+    return not ended

@@ -28,7 +28,7 @@ from pcaps.model import judge
 from pcaps.pdus import PduRecord
 from pcaps.plan import Difference, ReplayResult, Wire, describe_bytes
 from pcaps.reassembly import Stream
-from pcaps.refragment import fill_hole, refragment
+from pcaps.refragment import capture_lost, fill_hole, refragment
 
 _WIRE_LIMIT = 64 * 1024 * 1024  # largest PDU rebuilt from a capture with a hole
 
@@ -166,13 +166,7 @@ class _Remote:
 
     def _lost(self, record: PduRecord) -> bool:
         """The capture lost bytes of this PDU: a hole in it, or the capture ends inside it."""
-        if self.stream is None:
-            return True
-        length = record.length
-        end = record.offset + 6 + (length if length is not None else 0)
-        if any(g.start < end and g.end > record.offset for g in self.stream.gaps):
-            return True
-        return not self.ended
+        return self.stream is None or capture_lost(self.stream, record, self.ended)
 
     def _payload(self, item: _Item) -> list[bytes] | None:
         """What to send for a recorded requestor PDU (None: stop here)."""

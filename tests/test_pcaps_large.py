@@ -331,3 +331,12 @@ def test_extract_folder_is_checked_first(tmp_path: Path, large: Path) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["replay", str(large), "--extract", str(tmp_path / "missing")])
     assert exit_info.value.code == 2
+
+
+def test_local_replay_stops_before_missing_bytes(
+    large: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _with_hole(large, tmp_path)
+    assert main(["replay", str(path), "-q", "--against", "local", "--as", "scp"]) == 0
+    out = capsys.readouterr().out
+    assert "0 different, 1 incomplete" in out and "-> INCOMPLETE" in out, out
