@@ -209,6 +209,7 @@ def _split(data: bytes) -> Callable[[], object]:
     return lambda: split_stream(reassemble(segments))
 
 
+@pytest.mark.realtime
 @pytest.mark.parametrize("length", [1024 * 1024, 1034, 4000])
 def test_resynchronisation_is_linear(length: int) -> None:
     small, large = _split(_fake_headers(2 << 20, length)), _split(_fake_headers(8 << 20, length))

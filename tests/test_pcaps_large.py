@@ -224,6 +224,7 @@ def test_refragmented_for_netdicom2_with_a_smaller_max_length(large: Path) -> No
     assert not verbatim.ok and any("A-ABORT" in r for r in verbatim.received)
 
 
+@pytest.mark.interop
 def test_refragmented_for_dcmtk_storescp(large: Path, tmp_path: Path) -> None:
     with dcmtk_storescp(tmp_path) as server:
         result = _replay(
@@ -233,6 +234,7 @@ def test_refragmented_for_dcmtk_storescp(large: Path, tmp_path: Path) -> None:
     assert _refragmented(result) and result.sent == 6  # RQ, command, 3 data PDUs, RELEASE-RQ
 
 
+@pytest.mark.interop
 def test_refragmented_for_pynetdicom(large: Path, tmp_path: Path) -> None:
     with pynetdicom_scp(tmp_path) as server:
         result = _replay(

@@ -24,7 +24,14 @@ from pcaps.replay_listen import patch_response
 from tests.dicomfiles import write_part10
 from tests.peers import require
 
+pytestmark = pytest.mark.interop
+
 PYNETDICOM_ECHOSCU = f"{sys.executable} -m pynetdicom echoscu 127.0.0.1 {{port}}"
+
+
+def dcmtk(tool: str, *args: str) -> str:
+    """A DCMTK tool's command line (DCMTK's own binary, not pynetdicom's script)."""
+    return " ".join([require(tool), *args])
 
 
 def record(tmp_path: Path, command: str, name: str = "rec.pcap") -> Path:
@@ -51,7 +58,7 @@ def listen(capture: Path, command: str, tmp_path: Path, *extra: str) -> tuple[in
 
 
 def test_dcmtk_echoscu_replays_against_its_recording(tmp_path: Path) -> None:
-    command = f"{require('echoscu')} -aec ANY-SCP 127.0.0.1 {{port}}"
+    command = dcmtk("echoscu", "-aec", "ANY-SCP", "127.0.0.1", "{port}")
     status, replay = listen(record(tmp_path, command), command, tmp_path)
     assert status == 0 and replay["verdict"] == "OK", replay["differences"]
     assert replay["received"][0].startswith("A-ASSOCIATE-RQ 'ECHOSCU'->'ANY-SCP'")
@@ -60,7 +67,7 @@ def test_dcmtk_echoscu_replays_against_its_recording(tmp_path: Path) -> None:
 
 def test_dcmtk_storescu_replays_against_its_recording(tmp_path: Path) -> None:
     part10 = write_part10(tmp_path / "sc.dcm", "1.2.826.0.1.3680043.2.1143.5", 200_000)
-    command = f"/usr/bin/storescu -aec ANY-SCP 127.0.0.1 {{port}} {part10}"
+    command = dcmtk("storescu", "-aec", "ANY-SCP", "127.0.0.1", "{port}", str(part10))
     status, replay = listen(record(tmp_path, command), command, tmp_path)
     assert status == 0 and replay["verdict"] == "OK", replay["differences"]
     pdata = [r for r in replay["received"] if r.startswith("P-DATA-TF")]
@@ -70,8 +77,8 @@ def test_dcmtk_storescu_replays_against_its_recording(tmp_path: Path) -> None:
 
 def test_smaller_live_max_length_is_a_difference_unless_ignored(tmp_path: Path) -> None:
     part10 = write_part10(tmp_path / "sc.dcm", "1.2.826.0.1.3680043.2.1143.6", 100_000)
-    recorded = f"/usr/bin/storescu -aec ANY-SCP 127.0.0.1 {{port}} {part10}"
-    live = f"/usr/bin/storescu -pdu 4096 -aec ANY-SCP 127.0.0.1 {{port}} {part10}"
+    recorded = dcmtk("storescu", "-aec", "ANY-SCP", "127.0.0.1", "{port}", str(part10))
+    live = dcmtk("storescu", "-pdu", "4096", "-aec", "ANY-SCP", "127.0.0.1", "{port}", str(part10))
     capture = record(tmp_path, recorded)
     status, replay = listen(capture, live, tmp_path)
     assert status == 1 and [d["what"] for d in replay["differences"]] == ["user information 51H"]
@@ -89,7 +96,7 @@ def test_pynetdicom_echoscu_replays_against_its_recording(tmp_path: Path) -> Non
 
 
 def test_another_requestor_differs(tmp_path: Path) -> None:
-    capture = record(tmp_path, "/usr/bin/echoscu -aec ANY-SCP 127.0.0.1 {port}")
+    capture = record(tmp_path, dcmtk("echoscu", "-aec", "ANY-SCP", "127.0.0.1", "{port}"))
     status, replay = listen(capture, PYNETDICOM_ECHOSCU, tmp_path)
     # Observed: pynetdicom 3.0.4's echoscu proposes other transfer syntaxes for Verification
     # and announces a Maximum Length of 16382 where DCMTK 3.6.7's echoscu announces 16384.
@@ -98,7 +105,7 @@ def test_another_requestor_differs(tmp_path: Path) -> None:
 
 
 def test_no_requestor_is_peer_down(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    capture = record(tmp_path, "/usr/bin/echoscu -aec ANY-SCP 127.0.0.1 {port}")
+    capture = record(tmp_path, dcmtk("echoscu", "-aec", "ANY-SCP", "127.0.0.1", "{port}"))
     status = main(["replay", str(capture), "--listen", "0", "--spawn", "/bin/true", "-q"])
     out = capsys.readouterr().out
     assert status == 3 and "no requestor connected" in out
@@ -106,7 +113,7 @@ def test_no_requestor_is_peer_down(tmp_path: Path, capsys: pytest.CaptureFixture
 
 
 def test_listen_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    capture = record(tmp_path, "/usr/bin/echoscu -aec ANY-SCP 127.0.0.1 {port}")
+    capture = record(tmp_path, dcmtk("echoscu", "-aec", "ANY-SCP", "127.0.0.1", "{port}"))
     for extra, named in [
         (["--spawn", "/bin/true"], "--spawn needs --listen"),
         (["--listen", "0", "--spawn", "/no/such/echoscu {port}"], "/no/such/echoscu"),
