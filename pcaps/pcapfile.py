@@ -271,18 +271,11 @@ def _pcapng(src: _Source, stats: FileStats, limits: Limits, started: float) -> I
             body_size = length - 12
             already = 0
         left = src.remaining()
-        if (
-            length < 12
-            or length % 4
-            or length > _MAX_BLOCK
-            or (left is not None and length - 8 > left)
-        ):
+        beyond = left is not None and length - 8 - already > left
+        smallest = 28 if already else 12  # pcapng §4.1: a section header is at least 28 bytes
+        if length < smallest or length % 4 or length > _MAX_BLOCK or beyond:
             where = f"block at byte {start:,} has length {length:,}"
-            why = (
-                "beyond the end of the file"
-                if left is not None and length - 8 > left
-                else "not a valid block length"
-            )
+            why = "beyond the end of the file" if beyond else "not a valid block length"
             raise _Stop(f"{where}: {why} ({stats.last_whole()})")
         body = src.read(body_size - already)
         tail = src.read(4)
