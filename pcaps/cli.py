@@ -110,7 +110,9 @@ def add_replay(sub: SubParsers) -> None:
         default="asap",
         help="send as soon as allowed, or keep the recorded spacing",
     )
-    p.add_argument("--timeout", type=seconds(), default=5.0, help="seconds to wait for each answer")
+    p.add_argument(
+        "--timeout", type=seconds(), default=5.0, help="seconds to wait for each answer (default 5)"
+    )
     p.add_argument("--artim", type=seconds(), default=1.0, help="ARTIM of the local provider (s)")
     p.add_argument(
         "--strict-datasets",
