@@ -1,4 +1,4 @@
-"""Read pcap/pcapng files with scapy and group their TCP segments into connections.
+"""Read pcap/pcapng files whole and group their TCP segments into connections.
 
 Link types: whatever scapy dissects (Ethernet, Linux cooked SLL and SLL2, BSD loopback/NULL,
 raw IP), plus a fallback for link layers scapy leaves as raw bytes (OpenBSD loopback, raw
@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pcaps.dissect import UNKNOWN, TcpSegment, tcp_segment
+from pcaps.pcapfile import FileStats, Limits, NotACapture, read_frames
 from pcaps.reassembly import FIN, RST, SYN, Segment
 
 __all__ = ["Endpoint", "TcpConnection", "read_connections"]
@@ -58,19 +60,20 @@ class CaptureStats:
     tcp_segments: int = 0
     skipped: int = 0
     linktype: int | None = None
+    file: FileStats = field(default_factory=FileStats)
 
 
 def _layers() -> tuple[Any, Any, Any, Any, Any]:
-    """scapy's IP, IPv6, TCP, Padding and reader classes (imported lazily: scapy is slow)."""
+    """scapy's IP, IPv6, TCP, Padding and link-type table (imported lazily: scapy is slow)."""
+    from scapy.config import conf
     from scapy.layers.inet import IP, TCP
     from scapy.layers.inet6 import IPv6
     from scapy.packet import Padding
-    from scapy.utils import PcapReader
 
-    return IP, IPv6, TCP, Padding, PcapReader
+    return IP, IPv6, TCP, Padding, conf.l2types.num2layer
 
 
-def _ip_layer(packet: Any, linktype: int | None) -> Any:
+def _ip_layer(packet: Any, data: bytes, linktype: int | None) -> Any:
     """The IPv4/IPv6 layer of a packet, dissecting raw link payloads scapy did not."""
     ip_cls, ipv6_cls, _, _, _ = _layers()
     for cls in (ip_cls, ipv6_cls):
@@ -79,7 +82,7 @@ def _ip_layer(packet: Any, linktype: int | None) -> Any:
     offset = _IP_OFFSETS.get(linktype if linktype is not None else -1)
     if offset is None:
         return None
-    data = bytes(packet)[offset:]
+    data = data[offset:]
     if not data:
         return None
     version = data[0] >> 4
@@ -108,53 +111,71 @@ def _tcp_payload(tcp: Any, padding_cls: Any) -> bytes:
     return payload
 
 
+def _scapy_segment(linktype: int, data: bytes) -> TcpSegment | None:
+    """The TCP segment of a frame as scapy dissects it (link types the fast path skips)."""
+    from scapy.packet import Raw
+
+    _, _, tcp_cls, padding_cls, link_classes = _layers()
+    try:
+        packet = link_classes.get(linktype, Raw)(data)
+        ip = _ip_layer(packet, data, linktype)
+    except Exception:  # scapy on hostile bytes: the frame is not TCP for us
+        return None
+    if ip is None or tcp_cls not in ip:
+        return None
+    tcp = ip[tcp_cls]
+    return TcpSegment(
+        (str(ip.src), int(tcp.sport)),
+        (str(ip.dst), int(tcp.dport)),
+        int(tcp.seq),
+        int(tcp.ack),
+        int(tcp.flags),
+        _tcp_payload(tcp, padding_cls),
+    )
+
+
 def _packets(
-    path: Path, stats: CaptureStats
-) -> Iterator[tuple[int, float, Endpoint, Endpoint, Any]]:
-    """(time, source, destination, TCP layer) of every TCP segment in the file."""
-    from scapy.error import Scapy_Exception
+    path: Path, stats: CaptureStats, limits: Limits | None
+) -> Iterator[tuple[int, float, TcpSegment]]:
+    """(index, time, segment) of every TCP segment in the file.
 
-    _, _, tcp_cls, _, reader_cls = _layers()
-    with path.open("rb") as handle:  # our handle: closed even when scapy refuses the file
+    Frames come whole from ``pcaps.pcapfile`` (any caplen, over 65,535 bytes too); their
+    headers are read by ``pcaps.dissect``, or by scapy for the link types it leaves.
+    """
+    with path.open("rb") as handle:
         try:
-            reader = reader_cls(handle)
-        except Scapy_Exception as exc:
-            raise ValueError(f"{path}: not a pcap or pcapng capture ({exc})") from exc
-        linktype = getattr(reader, "linktype", None)
-        stats.linktype = linktype
-        for packet in reader:
-            stats.packets += 1
-            if linktype is None and getattr(reader, "interfaces", None):
-                # pcapng: the link type belongs to the interface description block.
-                linktype = stats.linktype = int(reader.interfaces[0][0])
-            try:
-                ip = _ip_layer(packet, linktype)
-            except Exception:
-                ip = None
-            if ip is None or tcp_cls not in ip:
-                stats.skipped += 1
-                continue
-            tcp = ip[tcp_cls]
-            yield (
-                stats.packets - 1,
-                float(packet.time),
-                (str(ip.src), int(tcp.sport)),
-                (str(ip.dst), int(tcp.dport)),
-                tcp,
-            )
+            for frame in read_frames(handle, stats.file, limits):
+                stats.packets += 1
+                stats.linktype = frame.linktype if stats.linktype is None else stats.linktype
+                fast = tcp_segment(frame.linktype, frame.data)
+                segment = (
+                    _scapy_segment(frame.linktype, frame.data)
+                    if fast is UNKNOWN
+                    else fast
+                    if isinstance(fast, TcpSegment)
+                    else None
+                )
+                if segment is None:
+                    stats.skipped += 1
+                    continue
+                yield frame.index, frame.time, segment
+        except NotACapture as exc:
+            raise ValueError(f"{path}: {exc}") from exc
 
 
-def read_connections(path: Path) -> tuple[list[TcpConnection], CaptureStats]:
+def read_connections(
+    path: Path, limits: Limits | None = None
+) -> tuple[list[TcpConnection], CaptureStats]:
     """Every TCP connection in a capture, with its segments in capture order."""
-    _, _, _, padding_cls, _ = _layers()
     logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
     stats = CaptureStats()
     current: dict[frozenset[Endpoint], TcpConnection] = {}
     connections: list[TcpConnection] = []
-    for number, time, src, dst, tcp in _packets(path, stats):
+    for number, time, segment in _packets(path, stats, limits):
         stats.tcp_segments += 1
-        flags = int(tcp.flags)
-        seq = int(tcp.seq)
+        src, dst = segment.src, segment.dst
+        flags = segment.flags
+        seq = segment.seq
         key = frozenset((src, dst))
         conn = current.get(key)
         is_syn = bool(flags & SYN) and not flags & _TCP_ACK
@@ -172,7 +193,8 @@ def read_connections(path: Path) -> tuple[list[TcpConnection], CaptureStats]:
             conn.client = dst
         if flags & (FIN | RST):
             conn.ended = True
-        ack = int(tcp.ack) if flags & _TCP_ACK else None
-        payload = _tcp_payload(tcp, padding_cls)
-        conn.add(src, Segment(time, seq, payload, flags & 0x3F, ack, number))
+        if not segment.payload and not flags & (SYN | FIN | RST) and conn.segments.get(src):
+            continue  # a pure ACK carries nothing to reassemble: memory follows data only
+        ack = segment.ack if flags & _TCP_ACK else None
+        conn.add(src, Segment(time, seq, segment.payload, flags & 0x3F, ack, number))
     return connections, stats

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["add_record", "add_replay", "parse_endpoint", "run_replay"]
+__all__ = ["add_record", "add_replay", "parse_endpoint", "replay_lines", "run_replay"]
 
 if TYPE_CHECKING:
     SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -34,13 +32,38 @@ def parse_endpoint(text: str, default_host: str | None = None) -> tuple[str, int
     return host, number
 
 
+def _against(text: str) -> str | tuple[str, int]:
+    """``--against``: "local" or HOST:PORT (port 1..65535), else a usage error."""
+    from netdicom2.cli import host_port
+
+    return "local" if text == "local" else host_port(text)
+
+
+def _folder(text: str) -> Path:
+    """``--extract DIR``: an existing, writable folder (checked before any work)."""
+    import os
+
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is not an existing folder")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"folder {text} is not writable")
+    return path
+
+
 def add_replay(sub: SubParsers) -> None:
     """Register `netdicom2 replay`."""
+    from netdicom2.cli import bounded_int, output_path, seconds
+    from pcaps.ignore import RULES
+
     p = sub.add_parser(
         "replay",
         help="check or replay the DICOM associations of a pcap/pcapng capture",
         description="Read DICOM connections from captures and check the codec (default), "
-        "replay them against a local netdicom2 provider, or against a live acceptor.",
+        "replay them against a local netdicom2 provider, or against a live acceptor. "
+        "Exit status: 0 every capture passes; 1 a difference (or, with --strict, a warning); "
+        "2 a bad command line or an unreadable capture; 3 the live peer could not be reached "
+        "(refused, unreachable, reset at connect); 130/143 interrupted.",
     )
     p.add_argument("pcaps", nargs="+", type=Path, metavar="PCAP")
     p.add_argument(
@@ -51,22 +74,35 @@ def add_replay(sub: SubParsers) -> None:
     )
     p.add_argument(
         "--against",
+        type=_against,
         metavar="local|HOST:PORT",
         help="replay against a local netdicom2 provider, or a live acceptor",
+    )
+    p.add_argument(
+        "--listen",
+        type=_listen,
+        metavar="[HOST:]PORT",
+        help="play the recorded acceptor to a live requestor connecting here (host defaults "
+        "to 127.0.0.1; port 0: any free port)",
+    )
+    p.add_argument(
+        "--spawn",
+        metavar="CMD",
+        help="with --listen: start CMD ({port} replaced) once per recorded connection",
     )
     p.add_argument(
         "--as",
         dest="role",
         choices=["scp", "scu", "both"],
-        default="both",
+        default=None,
         help="with --against local: the role netdicom2 plays (default both)",
     )
     p.add_argument(
         "--port",
-        type=int,
+        type=bounded_int(1, 65535),
         action="append",
         default=[],
-        help="also treat this TCP port as DICOM (repeatable)",
+        help="also treat this TCP port as DICOM when reading the captures (repeatable)",
     )
     p.add_argument(
         "--timing",
@@ -74,26 +110,86 @@ def add_replay(sub: SubParsers) -> None:
         default="asap",
         help="send as soon as allowed, or keep the recorded spacing",
     )
-    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each answer")
-    p.add_argument("--artim", type=float, default=1.0, help="ARTIM of the local provider (s)")
+    p.add_argument(
+        "--timeout", type=seconds(), default=5.0, help="seconds to wait for each answer (default 5)"
+    )
+    p.add_argument("--artim", type=seconds(), default=1.0, help="ARTIM of the local provider (s)")
     p.add_argument(
         "--strict-datasets",
         action="store_true",
         help="with HOST:PORT: also compare data set sizes and bytes",
     )
     p.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        choices=sorted(RULES),
+        metavar="FIELD",
+        help="with HOST:PORT or --listen: excuse differences of FIELD (repeatable; shown as "
+        "excused): " + ", ".join(sorted(RULES)),
+    )
+    p.add_argument(
+        "--verbatim",
+        action="store_true",
+        help="with HOST:PORT: send P-DATA-TF as recorded, even above the live acceptor's "
+        "Maximum Length (default: re-fragment them)",
+    )
+    p.add_argument(
+        "--fill-holes",
+        action="store_true",
+        help="with HOST:PORT: send a PDU the capture lacks bytes of with those bytes zeroed "
+        "(default: stop before it); later comparisons are marked",
+    )
+    p.add_argument(
         "--allow-invalid",
         action="store_true",
         help="with --check codec: PDUs the codec refuses do not fail the check",
     )
-    p.add_argument("--json", type=Path, metavar="F", help="write the full report as JSON")
-    p.add_argument("--html", type=Path, metavar="F", help="write an HTML page with ladder diagrams")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="warnings (truncated file, absurd lengths, limits reached, incomplete PDUs) fail",
+    )
+    p.add_argument(
+        "--max-packets",
+        type=bounded_int(0, 1 << 40),
+        default=2_000_000,
+        metavar="N",
+        help="read at most N packets of each capture (0: no limit; default 2,000,000)",
+    )
+    p.add_argument(
+        "--max-bytes",
+        type=bounded_int(0, 1 << 50),
+        default=None,
+        metavar="N",
+        help="read at most N bytes of each (expanded) capture (0: no limit; default 4 GiB, "
+        "and gzip input at most 100 times its compressed size, at least 64 MiB)",
+    )
+    p.add_argument(
+        "--time-limit",
+        type=seconds(zero=True),
+        default=600.0,
+        metavar="S",
+        help="stop reading a capture after S seconds (0: no limit; default 600)",
+    )
+    p.add_argument(
+        "--extract",
+        type=_folder,
+        metavar="DIR",
+        help="also write every C-STORE data set of the captures to DIR as DICOM Part 10 files",
+    )
+    p.add_argument("--json", type=output_path, metavar="F", help="write the full report as JSON")
+    p.add_argument(
+        "--html", type=output_path, metavar="F", help="write an HTML page with ladder diagrams"
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
     p.set_defaults(handler=run_replay)
 
 
 def add_record(sub: SubParsers) -> None:
     """Register `netdicom2 record`."""
+    from netdicom2.cli import bounded_int, host_port, output_path
+
     p = sub.add_parser(
         "record",
         help="relay connections to a PACS and record them into a pcap (no tcpdump needed)",
@@ -101,27 +197,32 @@ def add_record(sub: SubParsers) -> None:
     p.add_argument(
         "--listen",
         required=True,
+        type=_listen,
         metavar="[HOST:]PORT",
-        help="address to listen on (host defaults to 127.0.0.1)",
+        help="address to listen on (host defaults to 127.0.0.1; port 0: any free port)",
     )
-    p.add_argument("--forward", required=True, metavar="HOST:PORT", help="the real acceptor")
-    p.add_argument("--out", required=True, type=Path, metavar="FILE.pcap")
-    p.add_argument("--max-connections", type=int, default=256)
+    p.add_argument(
+        "--forward", required=True, type=host_port, metavar="HOST:PORT", help="the real acceptor"
+    )
+    p.add_argument("--out", required=True, type=output_path, metavar="FILE.pcap")
+    p.add_argument(
+        "--max-connections",
+        type=bounded_int(1, 65535),
+        default=256,
+        help="connections relayed at once; more are closed at accept (default 256)",
+    )
     p.add_argument("-v", "--verbose", action="count", default=0)
     p.set_defaults(handler=run_record)
 
 
-def _print(lines: Sequence[str], quiet: bool) -> None:
-    """Print report lines unless quiet."""
-    if not quiet:
-        for line in lines:
-            print(line)
+def _listen(text: str) -> tuple[str, int]:
+    """``--listen [HOST:]PORT``: port 0..65535 (0: any free port), host 127.0.0.1 by default."""
+    return parse_endpoint(text, default_host="127.0.0.1")
 
 
-def _replay_lines(result: Any) -> list[str]:
+def replay_lines(result: Any) -> list[str]:
     """A readable diff of one replayed connection."""
-    verdict = "SKIPPED" if result.skipped else ("OK" if result.ok else "DIFFERENT")
-    lines = [f"{result.connection}  [{result.mode}]  {verdict}  ({result.elapsed:.3f} s)"]
+    lines = [f"{result.connection}  [{result.mode}]  {result.verdict}  ({result.elapsed:.3f} s)"]
     if result.skipped:
         lines.append(f"  skipped: {result.skipped}")
     for finding in result.findings:
@@ -129,113 +230,67 @@ def _replay_lines(result: Any) -> list[str]:
             f"  recording non-conforming: {finding.side} at {finding.cell}: {finding.text}"
         )
     lines += [f"  not copied: {text}" for text in result.not_copied]
+    if result.unreachable:
+        lines.append(f"  peer down: {result.unreachable}")
+    if result.incomplete:
+        lines.append(f"  incomplete: {result.incomplete}")
     for diff in result.differences:
         mark = "~" if diff.excused_by else "!"
         where = f"step {diff.step}" if diff.step is not None else "after the recording"
         lines.append(f"  {mark} {where}: {diff.what}: recorded {diff.expected}")
         lines.append(f"  {' ' * len(where)}   {' ' * len(diff.what)}  got      {diff.actual}")
-        if diff.excused_by:
+        if diff.excused_by and diff.excused_by.startswith("--ignore"):
+            lines.append(f"      excused: {diff.excused_by}")
+        elif diff.excused_by:
             lines.append(f"      excused: recording already left PS3.8 ({diff.excused_by[:90]})")
+        if diff.marked:
+            lines.append(f"      marked: {diff.marked}")
     lines += [f"  note: {note}" for note in result.notes]
     return lines
 
 
 def run_replay(args: argparse.Namespace) -> int:
-    """Exit 0 iff every capture passes the requested check or replay."""
-    from pcaps.codec_check import check_codec
-    from pcaps.flows import load_capture
-    from pcaps.replay_local import replay_local
-    from pcaps.replay_remote import replay_remote
+    """`netdicom2 replay` (``pcaps.replay_job``)."""
+    from pcaps.replay_job import run_replay as run
 
-    report: dict[str, Any] = {"captures": []}
-    ok = True
-    total_pdus = 0
-    for path in args.pcaps:
-        try:
-            capture = load_capture(path, args.port)
-        except (OSError, ValueError) as exc:
-            print(f"{path}: cannot read: {exc}", file=sys.stderr)
-            return 2
-        entry: dict[str, Any] = {"file": str(path), "connections": len(capture.connections)}
-        if not args.quiet:
-            print(
-                f"== {path}: {len(capture.connections)} DICOM connections "
-                f"({capture.stats.packets} packets, link type {capture.stats.linktype})"
-            )
-        if args.against is None:
-            codec = check_codec(capture)
-            _print(codec.lines, args.quiet)
-            passed = codec.ok(args.allow_invalid)
-            total_pdus += codec.pdus
-            for issue in codec.issues:
-                print(
-                    f"  {issue.kind.upper()}: {issue.connection} {issue.side} PDU "
-                    f"{issue.index} @{issue.offset}: {issue.detail}"
-                )
-            print(
-                f"{path}: {codec.exact}/{codec.pdus} PDUs round-trip byte-exactly "
-                f"({codec.rate:,.0f} PDUs/s) -> {'OK' if passed else 'FAIL'}"
-            )
-            entry["codec"] = codec.as_dict()
-            entry["ok"] = passed
-        else:
-            results = []
-            for conn in capture.connections:
-                if args.against == "local":
-                    roles = ["scp", "scu"] if args.role == "both" else [args.role]
-                    for role in roles:
-                        results.append(
-                            replay_local(
-                                conn,
-                                role,
-                                timing=args.timing,
-                                step_timeout=args.timeout,
-                                artim=args.artim,
-                            )
-                        )
-                else:
-                    address = parse_endpoint(args.against)
-                    results.append(
-                        replay_remote(
-                            conn,
-                            address,
-                            timing=args.timing,
-                            step_timeout=args.timeout,
-                            strict_datasets=args.strict_datasets,
-                        )
-                    )
-            for result in results:
-                _print(_replay_lines(result), args.quiet)
-            passed = all(r.ok or r.skipped for r in results)
-            good = sum(1 for r in results if r.ok)
-            print(
-                f"{path}: {good}/{len(results)} replays without unexcused difference -> "
-                f"{'OK' if passed else 'FAIL'}"
-            )
-            entry["replays"] = [r.as_dict() for r in results]
-            entry["ok"] = passed
-        ok = ok and passed
-        report["captures"].append(entry)
-    report["ok"] = ok
-    if args.json is not None:
-        args.json.write_text(json.dumps(report, indent=2, default=str))
-    if args.html is not None:  # reports/ renders the same data as --json writes
-        from reports.html_replay import write_replay_html
-
-        write_replay_html(json.loads(json.dumps(report, default=str)), args.html, ports=args.port)
-    return 0 if ok else 1
+    return run(args)
 
 
 def run_record(args: argparse.Namespace) -> int:
-    """Relay and record until SIGINT or SIGTERM."""
+    """Relay and record until SIGINT or SIGTERM (then exit 130/143 after the summary)."""
+    import socket
+
+    from netdicom2.cli import JobError, UsageError, connect_error
     from pcaps.recorder import RecordingProxy
 
-    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2))
-    listen = parse_endpoint(args.listen, default_host="127.0.0.1")
-    forward = parse_endpoint(args.forward)
-    proxy = RecordingProxy(listen, forward, args.out, max_connections=args.max_connections)
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose, 2), format="netdicom2 record: %(message)s"
+    )
+    listen, forward = args.listen, args.forward
+    try:
+        socket.getaddrinfo(forward[0], forward[1], type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        message = connect_error(exc, *forward)
+        raise UsageError(f"--forward {forward[0]}:{forward[1]}: {message}") from None
+    try:
+        proxy = RecordingProxy(listen, forward, args.out, max_connections=args.max_connections)
+    except OSError as exc:
+        where = f"{listen[0]}:{listen[1]}"
+        raise JobError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+    try:
+        with socket.create_connection(forward, timeout=2.0):
+            pass
+    except OSError as exc:
+        print(
+            f"netdicom2 record: warning: {connect_error(exc, *forward)}; every client will be "
+            "reset until it listens",
+            file=sys.stderr,
+            flush=True,
+        )
+    received: list[int] = []
 
     def on_signal(signum: int, _frame: object) -> None:
+        received.append(signum)
         proxy.stop()
 
     signal.signal(signal.SIGINT, on_signal)
@@ -251,4 +306,4 @@ def run_record(args: argparse.Namespace) -> int:
         f"{proxy.sink.packets} packets in {args.out}",
         flush=True,
     )
-    return 0
+    return 128 + received[0] if received else 0

@@ -48,8 +48,9 @@ class CodecIssue:
 class CodecReport:
     """Round-trip results of a whole capture."""
 
-    pdus: int = 0
+    pdus: int = 0  # complete PDUs, decoded and re-encoded
     exact: int = 0
+    incomplete: int = 0  # PDUs the capture holds only part of: not checked
     issues: list[CodecIssue] = field(default_factory=list)
     seconds: float = 0.0
     lines: list[str] = field(default_factory=list)
@@ -58,6 +59,18 @@ class CodecReport:
         """True when every complete PDU round-trips (invalid ones tolerated if allowed)."""
         bad = {"mismatch"} if allow_invalid else {"mismatch", "invalid"}
         return not any(issue.kind in bad for issue in self.issues)
+
+    @property
+    def total(self) -> int:
+        """Every PDU framed in the capture, checked or not."""
+        return self.pdus + self.incomplete
+
+    def summary(self) -> str:
+        """ "301 of 385 PDUs checked, 301 round-trip byte-exactly, 84 incomplete (not checked)"."""
+        text = f"{self.pdus} of {self.total} PDUs checked, {self.exact} round-trip byte-exactly"
+        if self.incomplete:
+            text += f", {self.incomplete} incomplete (not checked)"
+        return text
 
     @property
     def rate(self) -> float:
@@ -69,6 +82,8 @@ class CodecReport:
         return {
             "pdus": self.pdus,
             "exact": self.exact,
+            "incomplete": self.incomplete,
+            "total": self.total,
             "seconds": round(self.seconds, 6),
             "pdus_per_second": round(self.rate),
             "issues": [i.as_dict() for i in self.issues],
@@ -106,6 +121,7 @@ def check_codec(capture: Capture) -> CodecReport:
             name = PDU_NAMES.get(record.pdu_type, f"type 0x{record.pdu_type:02X}")
             head = f"  +{record.time - start:<9.6f} {event.side:>9} {arrow} @{record.offset:<7}"
             if record.status == "incomplete":
+                report.incomplete += 1
                 report.issues.append(
                     CodecIssue(
                         conn.label,
@@ -131,14 +147,14 @@ def check_codec(capture: Capture) -> CodecReport:
                         conn.label, event.side, record.index, record.offset, "invalid", str(exc)
                     )
                 )
-                report.lines.append(f"{head} {name} len {record.length} INVALID: {exc}")
+                report.lines.append(f"{head} {name} {len(record.data)} B INVALID: {exc}")
                 continue
             report.seconds += time.perf_counter() - started
             if again == record.data:
                 report.exact += 1
                 assert record.pdu is not None
                 extra = f"  {'; '.join(record.notes)}" if record.notes else ""
-                report.lines.append(f"{head} len {record.length:<6} {describe(record.pdu)}{extra}")
+                report.lines.append(f"{head} {len(record.data):>6} B {describe(record.pdu)}{extra}")
             else:
                 at = _first_difference(again, record.data)
                 detail = (

@@ -103,6 +103,51 @@ def _compare_associate(
                 _strip(a.transfer_syntax),
                 _strip(b.transfer_syntax),
             )
+    _compare_sub_items(expected, actual, out)
+
+
+def _compare_request(
+    expected: AAssociateRqPDU, actual: AAssociateRqPDU, out: list[tuple[str, str, str]]
+) -> None:
+    """RQ fields (PS3.8 Table 9-11): AE titles, application context, each proposed context
+    (abstract syntax, transfer syntaxes in order of preference), user information."""
+    _diff(out, "protocol-version bit 0", expected.protocol_version & 1, actual.protocol_version & 1)
+    _diff(out, "called AE title", _strip(expected.called_ae_title), _strip(actual.called_ae_title))
+    _diff(
+        out, "calling AE title", _strip(expected.calling_ae_title), _strip(actual.calling_ae_title)
+    )
+    _diff(
+        out,
+        "application context",
+        expected.application_context_name,
+        actual.application_context_name,
+    )
+    want = {c.context_id: c for c in expected.presentation_context_items}
+    have = {c.context_id: c for c in actual.presentation_context_items}
+    _diff(out, "presentation context IDs", sorted(want), sorted(have))
+    for context_id in sorted(set(want) & set(have)):
+        a, b = want[context_id], have[context_id]
+        _diff(
+            out,
+            f"context {context_id} abstract syntax",
+            _strip(a.abstract_syntax),
+            _strip(b.abstract_syntax),
+        )
+        _diff(
+            out,
+            f"context {context_id} transfer syntax",
+            [_strip(t) for t in a.transfer_syntaxes],
+            [_strip(t) for t in b.transfer_syntaxes],
+        )
+    _compare_sub_items(expected, actual, out)
+
+
+def _compare_sub_items(
+    expected: AAssociateRqPDU | AAssociateAcPDU,
+    actual: AAssociateRqPDU | AAssociateAcPDU,
+    out: list[tuple[str, str, str]],
+) -> None:
+    """User information sub-items, matched by type (and SOP class), normalised ones left out."""
     subs_a, subs_b = _sub_items(expected), _sub_items(actual)
     for key in sorted(set(subs_a) | set(subs_b), key=repr):
         label = f"user information {key[0]:02X}H" + (f" {key[1]}" if key[1] else "")
@@ -114,16 +159,18 @@ def compare_pdus(expected: PDU, actual: PDU) -> list[tuple[str, str, str]]:
     out: list[tuple[str, str, str]] = []
     if type(expected) is not type(actual):
         return [("PDU type", type(expected).__name__, type(actual).__name__)]
-    if isinstance(expected, AAssociateAcPDU) and isinstance(actual, AAssociateAcPDU):
+    if isinstance(expected, AAssociateRqPDU) and isinstance(actual, AAssociateRqPDU):
+        _compare_request(expected, actual, out)
+    elif isinstance(expected, AAssociateAcPDU) and isinstance(actual, AAssociateAcPDU):
         _compare_associate(expected, actual, out)
     elif isinstance(expected, AAssociateRjPDU) and isinstance(actual, AAssociateRjPDU):
-        _diff(out, "result", expected.result, actual.result)
-        _diff(out, "source", expected.source, actual.source)
-        _diff(out, "reason/diag", expected.reason_diag, actual.reason_diag)
+        _diff(out, "A-ASSOCIATE-RJ result", expected.result, actual.result)
+        _diff(out, "A-ASSOCIATE-RJ source", expected.source, actual.source)
+        _diff(out, "A-ASSOCIATE-RJ reason/diag", expected.reason_diag, actual.reason_diag)
     elif isinstance(expected, AAbortPDU) and isinstance(actual, AAbortPDU):
-        _diff(out, "source", expected.source, actual.source)
+        _diff(out, "A-ABORT source", expected.source, actual.source)
         if expected.source == 2 and actual.source == 2:
-            _diff(out, "reason/diag", expected.reason_diag, actual.reason_diag)
+            _diff(out, "A-ABORT reason/diag", expected.reason_diag, actual.reason_diag)
     return out
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from netdicom2.pdu import AAssociateAcPDU, AAssociateRjPDU, AAssociateRqPDU, PDataTfPDU
 from pcaps.capture import CaptureStats, Endpoint, TcpConnection, read_connections
 from pcaps.describe import describe_command, parse_command
+from pcaps.pcapfile import Limits
 from pcaps.pdus import PduRecord, Skip, split_stream
 from pcaps.reassembly import Stream, reassemble
 
@@ -160,10 +161,10 @@ def _roles(
     return (one, two, "port") if one.sender[1] >= two.sender[1] else (two, one, "port")
 
 
-def load_capture(path: Path, ports: Iterable[int] = ()) -> Capture:
+def load_capture(path: Path, ports: Iterable[int] = (), limits: Limits | None = None) -> Capture:
     """Read a capture and return its DICOM connections, both directions cut into PDUs."""
     dicom_ports = DICOM_PORTS | frozenset(ports)
-    tcp_connections, stats = read_connections(path)
+    tcp_connections, stats = read_connections(path, limits)
     selected: list[DicomConnection] = []
     ignored = 0
     for conn in tcp_connections:

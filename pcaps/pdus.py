@@ -9,6 +9,7 @@ hole inside a PDU whose header was seen, its declared length says where the next
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass, field
 
@@ -23,6 +24,8 @@ _U32 = struct.Struct(">I")
 # Plausibility bounds used only to find a PDU boundary again (not limits on valid PDUs).
 _MAX_ASSOCIATE = 4 * 1024 * 1024
 _MAX_PDATA = 64 * 1024 * 1024
+_DECODE_LIMIT = 1024  # PDUs up to this size are decoded while looking for a boundary
+_WALK = 16  # items walked in a larger one
 _FIXED_TEN = (0x03, 0x05, 0x06, 0x07)  # RJ, RELEASE-RQ/RP, ABORT: PDU-length 4 (Tables 9-21..9-26)
 
 
@@ -97,26 +100,67 @@ def _shallow(data: bytes | memoryview, pos: int) -> bool:
     return True
 
 
+def _items_fit(data: bytes | memoryview, pos: int, end: int) -> bool:
+    """The first ``_WALK`` items of the PDU at ``pos`` chain within its length (bounded work).
+
+    P-DATA-TF: PDV items, a 4-byte length each (PS3.8 Table 9-23); A-ASSOCIATE-RQ/AC:
+    variable items, type + reserved + 2-byte length each, after the 68-byte fixed part
+    (Tables 9-11, 9-17).
+    """
+    pdu_type = data[pos]
+    cursor = pos + (6 if pdu_type == 0x04 else 74)
+    stop = min(end, len(data))
+    for _ in range(_WALK):  # bounded: constant work per candidate keeps resync linear
+        if cursor == end or cursor + 4 > stop:
+            return cursor <= end
+        if pdu_type == 0x04:
+            size = 4 + _U32.unpack_from(data, cursor)[0]
+            if size < 6 or not data[cursor + 4] & 1:
+                return False  # a PDV holds at least context ID and header; IDs are odd
+        else:
+            size = 4 + ((data[cursor + 2] << 8) | data[cursor + 3])
+        cursor += size
+        if cursor > end:
+            return False
+    return True
+
+
 def plausible_header(data: bytes | memoryview, pos: int) -> bool:
-    """A PDU can start at ``pos``: sane header; decodes and is followed by a sane header."""
+    """A PDU can start at ``pos``: sane header, sane next header, items that fit.
+
+    The work is bounded whatever the PDU-length says: small PDUs are decoded, larger ones
+    have their first items walked. A PDU accepted here is still decoded once when framed.
+    """
     if not _shallow(data, pos):
         return False
     end = pos + 6 + _U32.unpack_from(data, pos + 2)[0]
     if end > len(data):
-        return True  # cut by the end of the captured bytes: the header is all we can judge
+        return _items_fit(data, pos, end)  # cut by the end of the captured bytes
+    if not (end == len(data) or len(data) - end < 6 or _shallow(data, end)):
+        return False
+    if end - pos > _DECODE_LIMIT:
+        return _items_fit(data, pos, end)
     try:
-        decode(data[pos:end])
+        decode(bytes(data[pos:end]))
     except PDUDecodeError:
         return False
-    return end == len(data) or len(data) - end < 6 or _shallow(data, end)
+    return True
+
+
+# Cheap filter, run in C: type 01H-07H, reserved 00H, PDU-length below 16 MiB. Two matches
+# cannot overlap (a match's second and third bytes are 00H, never a type), so finditer sees all.
+_CANDIDATE = re.compile(rb"[\x01-\x07]\x00\x00", re.DOTALL)
 
 
 def _resync(data: bytes, start: int) -> int | None:
-    """The first offset >= start where ``plausible_header`` holds, None if there is none."""
-    for pos in range(start, len(data) - 5):  # bounded by the run length
-        # Cheap filter first: type 01H-07H, reserved 00H, PDU-length below 16 MiB.
-        quick = 1 <= data[pos] <= 7 and data[pos + 1] == 0 and data[pos + 2] == 0
-        if quick and plausible_header(data, pos):
+    """The first offset >= start where ``plausible_header`` holds, None if there is none.
+
+    Linear in the run: candidates are found by a regular expression and each costs bounded
+    work (``plausible_header``), however many fake headers the bytes hold.
+    """
+    for match in _CANDIDATE.finditer(data, start, max(start, len(data) - 3)):
+        pos = match.start()
+        if plausible_header(data, pos):
             return pos
     return None
 

@@ -106,6 +106,7 @@ class Difference:
     expected: str
     actual: str
     excused_by: str | None = None
+    marked: str | None = None  # e.g. compared after a hole was filled with zeros
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form."""
@@ -115,6 +116,7 @@ class Difference:
             "expected": self.expected,
             "actual": self.actual,
             "excused_by": self.excused_by,
+            "marked": self.marked,
         }
 
 
@@ -133,11 +135,28 @@ class ReplayResult:
     transcript: list[str] = field(default_factory=list)
     elapsed: float = 0.0
     skipped: str | None = None
+    unreachable: str | None = None  # the live peer could not be reached: not a difference
+    incomplete: str | None = None  # the replay stopped before a PDU the capture lacks bytes of
 
     @property
     def ok(self) -> bool:
-        """No difference outside the excused ones (and not skipped)."""
-        return self.skipped is None and all(d.excused_by for d in self.differences)
+        """No difference outside the excused ones (and neither skipped nor unreachable)."""
+        return (
+            self.skipped is None
+            and self.unreachable is None
+            and all(d.excused_by for d in self.differences)
+        )
+
+    @property
+    def verdict(self) -> str:
+        """ "OK", "INCOMPLETE", "DIFFERENT", "SKIPPED" or "UNREACHABLE"."""
+        if self.unreachable is not None:
+            return "UNREACHABLE"
+        if self.skipped is not None:
+            return "SKIPPED"
+        if not self.ok:
+            return "DIFFERENT"
+        return "INCOMPLETE" if self.incomplete is not None else "OK"
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form."""
@@ -145,7 +164,10 @@ class ReplayResult:
             "connection": self.connection,
             "mode": self.mode,
             "ok": self.ok,
+            "verdict": self.verdict,
             "skipped": self.skipped,
+            "unreachable": self.unreachable,
+            "incomplete": self.incomplete,
             "findings": [
                 {"side": f.side, "cell": f.cell, "text": f.text, "time": f.time}
                 for f in self.findings

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+import os
 import random
 import selectors
 import socket
@@ -289,9 +290,14 @@ class RecordingProxy:
         self.connect_timeout = connect_timeout
         self.max_connections = max_connections
         self._connector = connect
-        self.sink = PcapSink(out, seed=seed)
+        # Listen first: when the address is taken, no empty capture file is left behind.
         self._listener = socket.create_server(listen, backlog=64)
         self._listener.setblocking(False)
+        try:
+            self.sink = PcapSink(out, seed=seed)
+        except BaseException:
+            self._listener.close()
+            raise
         self.address: Endpoint = self._listener.getsockname()[:2]
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -411,7 +417,14 @@ class RecordingProxy:
         if side == 1 and relay.connecting:
             sock = relay.socks[1]
             assert sock is not None
-            if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+            error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if error:
+                log.warning(
+                    "cannot connect to %s:%d (%s): client %s:%d reset",
+                    *self.forward,
+                    os.strerror(error),
+                    *relay.peer,
+                )
                 self._refused(selector, relay)
                 return
             relay.connected()

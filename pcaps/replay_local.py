@@ -35,6 +35,7 @@ from pcaps.plan import (
     build_plan,
     describe_bytes,
 )
+from pcaps.refragment import capture_lost
 
 __all__ = ["replay_local"]
 
@@ -284,6 +285,21 @@ def _starts_with_rq(judgement: Judgement) -> bool:
     return False
 
 
+def _first_lost(conn: DicomConnection, judgement: Judgement, tested: str) -> tuple[int, str] | None:
+    """The first step where the scripted peer would send a PDU the capture lost bytes of."""
+    ended = conn.rq.stream.closed_time is not None or conn.ac.stream.closed_time is not None
+    for index, step in enumerate(judgement.steps):
+        record = step.event.record
+        if step.side == tested or record is None or record.status != "incomplete":
+            continue
+        if capture_lost(conn.direction(step.side).stream, record, ended):
+            return index, (
+                f"step {index}: the capture holds {len(record.data)} bytes of this "
+                f"{step.side} PDU of PDU-length {record.length}: the replay stops before it"
+            )
+    return None
+
+
 def _excuse(result: ReplayResult, judgement: Judgement, tested: str) -> None:
     """Excuse differences at or after a step where the recorded tested side left PS3.8."""
     first_bad: int | None = None
@@ -325,6 +341,12 @@ def replay_local(
         result.skipped = "the recorded requestor sent no A-ASSOCIATE-RQ: nothing to request"
         return result
     items, result.not_copied = build_plan(judgement, tested)
+    cut = _first_lost(conn, judgement, tested)
+    if cut is not None:
+        # A PDU the capture lost bytes of is never sent (it would desynchronise the stream):
+        # the replay ends before it and says so.
+        step, result.incomplete = cut
+        items = [item for item in items if item.step < step]
     first = judgement.steps[0].time if judgement.steps else 0.0
     clock = _Clock(first, timing)
     stop = threading.Event()

@@ -14,16 +14,23 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from netdicom2.cli import connect_error
 from netdicom2.exceptions import PDUDecodeError
-from netdicom2.pdu import PDataTfPDU, decode
+from netdicom2.pdu import AAssociateAcPDU, PDataTfPDU, decode
 from pcaps.compare import MessageAssembler, compare_messages, compare_pdus
+from pcaps.describe import PDU_NAMES
 from pcaps.flows import DicomConnection, Event
+from pcaps.ignore import apply_ignores
 from pcaps.model import judge
 from pcaps.pdus import PduRecord
 from pcaps.plan import Difference, ReplayResult, Wire, describe_bytes
+from pcaps.reassembly import Stream
+from pcaps.refragment import capture_lost, fill_hole, refragment
+
+_WIRE_LIMIT = 64 * 1024 * 1024  # largest PDU rebuilt from a capture with a hole
 
 __all__ = ["Connector", "replay_remote"]
 
@@ -92,10 +99,21 @@ class _Remote:
         self.recorded = MessageAssembler()
         self.live = MessageAssembler()
         self.diverged = False
+        self.stopped = False  # stopped before a PDU the capture lacks bytes of
+        self.verbatim = False
+        self.fill_holes = False
+        self.stream: Stream | None = None
+        self.ended = False  # the recorded connection was closed (FIN/RST) by either side
+        self.live_max: int | None = None  # Maximum Length of the live A-ASSOCIATE-AC
+        self.refragmented = 0
+        self.filled_at: int | None = None
 
     def diff(self, step: int | None, what: str, expected: str, actual: str) -> None:
-        """Record a difference."""
-        self.result.differences.append(Difference(step, what, expected, actual))
+        """Record a difference (marked when compared after a zero-filled hole)."""
+        marked = (
+            None if self.filled_at is None else f"after the hole filled at step {self.filled_at}"
+        )
+        self.result.differences.append(Difference(step, what, expected, actual, marked=marked))
 
     def wait(self, recorded: float) -> None:
         """``--timing recorded``: keep the recorded spacing (an Event wait: timing, not sync)."""
@@ -122,6 +140,8 @@ class _Remote:
                 continue
             getattr(self, f"_do_{item.kind}")(item)
             index += 1
+        if self.stopped:
+            return  # nothing after the missing bytes can be compared
         complete = any(i.kind in ("eof", "close") for i in items)
         deadline = time.monotonic() + settle
         try:
@@ -134,12 +154,64 @@ class _Remote:
         except TimeoutError:
             pass
 
+    def _stop(self, step: int, record: PduRecord, why: str) -> None:
+        """Stop before a PDU with missing bytes: sending it would desynchronise the stream."""
+        length = record.length
+        declared = "" if length is None else f" of PDU-length {length}"
+        self.result.incomplete = (
+            f"step {step}: the capture holds {len(record.data)} bytes of this "
+            f"{PDU_NAMES.get(record.pdu_type, 'PDU')}{declared}: {why}"
+        )
+        self.stopped = self.diverged = True
+
+    def _lost(self, record: PduRecord) -> bool:
+        """The capture lost bytes of this PDU: a hole in it, or the capture ends inside it."""
+        return self.stream is None or capture_lost(self.stream, record, self.ended)
+
+    def _payload(self, item: _Item) -> list[bytes] | None:
+        """What to send for a recorded requestor PDU (None: stop here)."""
+        record = item.records[0]
+        data = record.data
+        if record.status == "incomplete" and not self._lost(record):
+            # The connection ended with these bytes and no hole: the sender sent no more
+            # (a malformed or cut PDU is what the recording holds): send it as recorded.
+            return [data]
+        if record.status == "incomplete":
+            if not self.fill_holes or self.stream is None:
+                self._stop(item.step, record, "the replay stops before it (--fill-holes sends it)")
+                return None
+            filled = fill_hole(self.stream, record, _WIRE_LIMIT)
+            if filled is None:
+                self._stop(item.step, record, "it cannot be rebuilt, the replay stops before it")
+                return None
+            data, missing = filled
+            self.filled_at = item.step if self.filled_at is None else self.filled_at
+            self.result.notes.append(
+                f"step {item.step}: {missing} missing bytes sent as zeros (--fill-holes); "
+                "later comparisons are marked"
+            )
+        if self.verbatim or not self.live_max or data[:1] != b"\x04":
+            return [data]
+        if len(data) - 6 <= self.live_max:
+            return [data]
+        try:
+            pdu = decode(data)
+        except PDUDecodeError:
+            return [data]  # malformed as recorded: sent as recorded
+        assert isinstance(pdu, PDataTfPDU)
+        self.refragmented += 1
+        return refragment(pdu, self.live_max)
+
     def _do_send(self, item: _Item) -> None:
-        """Write the recorded requestor bytes."""
-        self.wait(item.time)
-        if not self.wire.send(item.records[0].data, self.timeout):
-            self.result.notes.append(f"step {item.step}: the peer had closed; not sent")
+        """Write the recorded requestor bytes (re-fragmented to the live Maximum Length)."""
+        payload = self._payload(item)
+        if payload is None:
             return
+        self.wait(item.time)
+        for data in payload:
+            if not self.wire.send(data, self.timeout):
+                self.result.notes.append(f"step {item.step}: the peer had closed; not sent")
+                return
         self.result.sent += 1
 
     def _do_close(self, item: _Item) -> None:
@@ -183,6 +255,8 @@ class _Remote:
             self.diff(item.step, "pdu", describe_bytes(record.data), f"undecodable: {exc}")
             self.diverged = True
             return
+        if isinstance(live, AAssociateAcPDU):
+            self.live_max = live.max_length or 0  # PS3.8 Annex D.1: 0 (or absent) is no limit
         for name, want, have in compare_pdus(record.pdu, live):
             self.diff(item.step, name, want, have)
         if type(live) is not type(record.pdu):
@@ -234,8 +308,16 @@ def replay_remote(
     step_timeout: float = 10.0,
     settle: float = 0.1,
     strict_datasets: bool = False,
+    verbatim: bool = False,
+    fill_holes: bool = False,
+    ignore: Sequence[str] = (),
 ) -> ReplayResult:
-    """Play ``conn``'s requestor against the live acceptor at ``address``."""
+    """Play ``conn``'s requestor against the live acceptor at ``address``.
+
+    P-DATA-TF longer than the live acceptor's Maximum Length are re-fragmented (PS3.8 Annex
+    D.1) unless ``verbatim``; a PDU the capture lacks bytes of stops the replay before it
+    unless ``fill_holes`` (then it is sent with zeros and later differences are marked).
+    """
     result = ReplayResult(conn.label, f"against {address[0]}:{address[1]}")
     started = time.monotonic()
     judgement = judge(conn)
@@ -247,15 +329,29 @@ def replay_remote(
     try:
         sock = connect(address) if connect else socket.create_connection(address, step_timeout)
     except OSError as exc:
-        result.differences.append(Difference(0, "connect", "TCP connection", str(exc)))
+        # Peer down is not peer different: no connection, nothing to compare.
+        result.unreachable = connect_error(exc, *address)
+        result.elapsed = time.monotonic() - started
         return result
     wire = Wire(sock)
     first = timeline[0].time if timeline else 0.0
     remote = _Remote(wire, result, step_timeout, timing, first, strict_datasets)
+    remote.verbatim, remote.fill_holes, remote.stream = verbatim, fill_holes, conn.rq.stream
+    remote.ended = conn.rq.stream.closed_time is not None or conn.ac.stream.closed_time is not None
     try:
         remote.run(_items(timeline), settle)
     finally:
         wire.shutdown()
+    if remote.refragmented:
+        result.notes.append(
+            f"{remote.refragmented} recorded P-DATA-TF longer than the live acceptor's Maximum "
+            f"Length {remote.live_max} were re-fragmented (PS3.8 Annex D.1; PDV boundaries and "
+            "control headers kept; --verbatim sends them as recorded)"
+        )
+    if wire.reset and not result.received and conn.ac.pdus:
+        # Reset before the peer said anything: a closed service or a filter, not a behaviour.
+        result.unreachable = f"{address[0]}:{address[1]} reset the connection before answering"
+        result.differences.clear()
     for errors, side in ((remote.recorded.errors, "recorded"), (remote.live.errors, "live")):
         result.notes += [f"{side} P-DATA does not reassemble: {e}" for e in errors]
     if judgement.findings:
@@ -264,5 +360,6 @@ def replay_remote(
             step_time = timeline[diff.step].time if diff.step is not None else float("inf")
             if step_time >= first_time:
                 diff.excused_by = next(f.text for f in judgement.findings if f.time == first_time)
+    apply_ignores(result.differences, ignore)
     result.elapsed = time.monotonic() - started
     return result

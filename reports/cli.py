@@ -91,7 +91,14 @@ def main(args: argparse.Namespace) -> int:
     elif len(loaded) > 1 or args.compare:
         return _fail("--compare and several reports need conformance reports")
     elif is_replay_report(loaded[0]):
-        write_replay_html(loaded[0], args.html, ports=args.port, base=args.base)
+        missing = write_replay_html(loaded[0], args.html, ports=args.port, base=args.base)
+        if missing:
+            hint = "" if args.base else "; pass --base DIR, the folder the replay ran in"
+            print(
+                f"netdicom2 report: wrote {args.html} without the ladder of "
+                f"{len(missing)} capture(s){hint}: {'; '.join(missing)}"
+            )
+            return 0
     elif is_fuzz_summary(loaded[0]):
         write_fuzz_html(loaded[0], args.html)
     else:

@@ -94,7 +94,10 @@ def ladder_rows(
         if event.kind == "pdu" and record is not None:
             name = PDU_NAMES.get(record.pdu_type, f"PDU type 0x{record.pdu_type:02X}")
             length = record.length
-            title = f"{name} · {len(record.data) if length is None else length + 6} B"
+            # Sizes are whole PDUs, 6-byte header included (as in the terminal output).
+            size = len(record.data)
+            whole = size if length is None else length + 6
+            title = f"{name} · {size} B" if size == whole else f"{name} · {size} of {whole} B"
             if record.pdu is not None:
                 detail = describe(record.pdu).removeprefix(name).strip()
             else:
@@ -322,10 +325,17 @@ def _replay_table(results: Sequence[Mapping[str, Any]]) -> str:
     return f'<div class="cards">{"".join(out)}</div>' if out else ""
 
 
-def render_replay(report: Report, *, ports: Sequence[int] = (), base: Path | None = None) -> str:
+def render_replay(
+    report: Report,
+    *,
+    ports: Sequence[int] = (),
+    base: Path | None = None,
+    missing: list[str] | None = None,
+) -> str:
     """The page of a replay (or codec check) report, with a ladder per connection.
 
     Captures named by a relative path are read from ``base`` (default: the current directory).
+    Each capture whose ladder could not be drawn is added to ``missing`` with the reason.
     """
     captures = [c for c in report.get("captures") or [] if isinstance(c, Mapping)]
     summary_rows = []
@@ -333,17 +343,22 @@ def render_replay(report: Report, *, ports: Sequence[int] = (), base: Path | Non
     for n, entry in enumerate(captures):
         file = str(entry.get("file") or f"capture {n + 1}")
         ok = entry.get("ok")
+        verdict = str(entry.get("verdict") or ("OK" if ok else "FAIL"))
         badge = (
-            '<span class="badge v-pass">✓ OK</span>'
-            if ok
-            else '<span class="badge v-fail">✗ FAIL</span>'
+            f'<span class="badge v-pass">✓ {esc(verdict)}</span>'
+            if ok and verdict == "OK"
+            else f'<span class="badge v-blank">{esc(verdict)}</span>'
+            if ok or verdict == "UNREACHABLE"
+            else f'<span class="badge v-fail">✗ {esc(verdict)}</span>'
         )
         codec = entry.get("codec") if isinstance(entry.get("codec"), Mapping) else None
         replays = [r for r in entry.get("replays") or [] if isinstance(r, Mapping)]
         what = (
-            f"codec: {codec.get('exact')}/{codec.get('pdus')} PDUs round-trip"
+            _codec_summary(codec)
             if codec
-            else f"{sum(1 for r in replays if r.get('ok'))}/{len(replays)} replays as recorded"
+            else f"peer down: {entry.get('unreachable')}"
+            if entry.get("unreachable")
+            else f"{sum(1 for r in replays if r.get('ok'))} of {len(replays)} replays as recorded"
         )
         summary_rows.append(
             f'<tr><td><a href="#capture-{n}">{esc(file)}</a></td>'
@@ -351,7 +366,10 @@ def render_replay(report: Report, *, ports: Sequence[int] = (), base: Path | Non
             f"<td>{badge}</td></tr>"
         )
         where = (base or Path.cwd()) / file
-        sections.append(_capture_section(n, file, where, badge, entry, codec, replays, ports))
+        section, why = _capture_section(n, file, where, badge, entry, codec, replays, ports)
+        sections.append(section)
+        if why and missing is not None:
+            missing.append(f"{file}: {why}")
     overall = report.get("ok")
     modes = sorted(
         {
@@ -368,6 +386,7 @@ def render_replay(report: Report, *, ports: Sequence[int] = (), base: Path | Non
                 ("captures", len(captures)),
                 ("check", ", ".join(modes) if modes else "codec round trip"),
                 ("result", "OK: no unexcused difference" if overall else "FAIL: see below"),
+                *([("partial", "yes: the run was interrupted")] if report.get("partial") else []),
             ]
         )
         + "</div></div>",
@@ -414,20 +433,18 @@ def _capture_section(
     codec: Mapping[str, Any] | None,
     replays: Sequence[Mapping[str, Any]],
     ports: Sequence[int],
-) -> str:
-    """One capture: each connection's ladder and replay results."""
+) -> tuple[str, str]:
+    """One capture: each connection's ladder and replay results; why no ladder, if none."""
     out = [f'<h2 id="capture-{n}">{badge} {esc(file)}</h2>']
     issues = [i for i in (codec or {}).get("issues") or [] if isinstance(i, Mapping)]
+    out += [f'<p class="bad">warning: {esc(w)}</p>' for w in entry.get("warnings") or []]
     if codec:
-        out.append(
-            f"<p>Codec: {esc(codec.get('exact'))} of {esc(codec.get('pdus'))} PDUs decode and "
-            f"re-encode byte for byte; {len(issues)} issues.</p>"
-        )
+        out.append(f"<p>Codec: {esc(_codec_summary(codec))}; {len(issues)} issues.</p>")
     capture, why = _load(where, ports)
     if capture is None:
         out.append(f'<p class="bad">No ladder: {esc(why)}</p>')
         out.append(_replay_table(replays))
-        return "".join(out)
+        return "".join(out), why
     if not capture.connections:
         out.append("<p>No DICOM connection in this capture.</p>")
     for conn in capture.connections:
@@ -448,11 +465,26 @@ def _capture_section(
         out += [f'<p class="muted">{esc(note)}</p>' for note in conn.notes]
         out.append(ladder_svg(rows, f"{rh}:{rp}", f"{ah}:{ap}", extra))
         out.append(_replay_table(mine))
-    return "".join(out)
+    return "".join(out), ""
+
+
+def _codec_summary(codec: Mapping[str, Any]) -> str:
+    """ "301 of 385 PDUs checked, 301 round-trip byte-exactly, 84 incomplete"."""
+    pdus, exact = codec.get("pdus"), codec.get("exact")
+    incomplete = codec.get("incomplete") or 0
+    total = codec.get("total", pdus)
+    text = f"{pdus} of {total} PDUs checked, {exact} round-trip byte-exactly"
+    return text + (f", {incomplete} incomplete (not checked)" if incomplete else "")
 
 
 def write_replay_html(
     report: Report, path: Path, *, ports: Sequence[int] = (), base: Path | None = None
-) -> None:
-    """Write the page of a replay report to ``path`` (captures are read again for the ladders)."""
-    write_page(path, render_replay(report, ports=ports, base=base))
+) -> list[str]:
+    """Write the page of a replay report to ``path``; return the captures drawn without ladder.
+
+    The captures are read again for the ladders: a capture that cannot be read (a relative
+    path from elsewhere, a moved file) is named in the page and in the returned list.
+    """
+    missing: list[str] = []
+    write_page(path, render_replay(report, ports=ports, base=base, missing=missing))
+    return missing

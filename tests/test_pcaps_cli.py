@@ -27,7 +27,8 @@ def test_codec_check_passes_and_writes_json(
     data = json.loads(report.read_text())
     assert data["ok"] and data["captures"][0]["codec"]["exact"] == 8
     out = capsys.readouterr().out
-    assert "C-STORE-RSP answers 1 status 0x0000" in out and "8/8 PDUs round-trip" in out
+    assert "C-STORE-RSP answers 1 status 0x0000" in out
+    assert "8 of 8 PDUs checked, 8 round-trip byte-exactly" in out
 
 
 def test_codec_check_fails_on_an_invalid_pdu_unless_allowed() -> None:

@@ -190,7 +190,8 @@ def test_record_command_stops_cleanly_on_signal(
             port = int(line.split()[2].split(":")[1].rstrip(","))
             assert echo(("127.0.0.1", port)) == 0
             process.send_signal(signum)
-            assert process.wait(timeout=20) == 0
+            # The capture is complete and summarised; the status still says it was interrupted.
+            assert process.wait(timeout=20) == 128 + signum
             assert "1 connections" in process.stdout.read()
         finally:
             if process.poll() is None:
