@@ -1,0 +1,156 @@
+"""Part 10 files for `netdicom2 scp --output-dir` that never lie about their content.
+
+A data set streams into a temporary file `.netdicom2-<pid>-<n>.part` in the output folder; only
+when its last fragment arrived (PS3.8 Annex E.2, bit 1 of the Message Control Header) is the
+file flushed, fsync'ed and renamed to `<SOP Instance UID>.dcm` in one atomic step. An aborted,
+reset, oversized or refused store removes its temporary file; the leftovers of a process that
+was killed (SIGKILL, power loss) are swept at the next start. Each final name has at most one
+writer at a time (`OutputDir.claim`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+from pathlib import Path
+
+from netdicom2.dimse import part10_header
+
+__all__ = ["OutputDir", "PartialFile", "final_name"]
+
+_TEMP_PREFIX = ".netdicom2-"
+_TEMP_SUFFIX = ".part"
+# Temporary names: the writer's pid, then a counter. Final names never contain "-" (see
+# final_name), so the two sets cannot meet.
+_TEMP_NAME = re.compile(r"^\.netdicom2-(\d+)-\d+\.part$")
+_UNSAFE = re.compile(r"[^0-9A-Za-z.]")
+
+
+def final_name(sop_instance_uid: str) -> str:
+    """`<UID>.dcm`, every character outside [0-9A-Za-z.] replaced by "_" (no path traversal)."""
+    name = _UNSAFE.sub("_", sop_instance_uid) or "unnamed"
+    if name.strip(".") == "":
+        name = name.replace(".", "_")  # ".", ".." are not file names
+    return f"{name}.dcm"
+
+
+def _alive(pid: int) -> bool:
+    """True when a process with this id exists (signal 0 checks without sending)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    except OSError:
+        return False
+    return True
+
+
+class PartialFile:
+    """One data set being written under a temporary name; `commit()` gives it its final name."""
+
+    __slots__ = ("_fd", "final", "size", "temp")
+
+    def __init__(self, temp: Path, final: Path, fd: int) -> None:
+        self.temp, self.final, self._fd = temp, final, fd
+        self.size = 0  # data-set bytes written (the File Meta header excluded)
+
+    def write(self, data: bytes | memoryview) -> None:
+        """Append a fragment (OSError on a full disk: the caller discards the file)."""
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+
+    def count(self, size: int) -> None:
+        """Add `size` data-set bytes to the total."""
+        self.size += size
+
+    def commit(self) -> None:
+        """fsync, close and rename to the final name (atomic: readers see all or nothing)."""
+        fd, self._fd = self._fd, -1
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(self.temp, self.final)
+
+    def discard(self) -> None:
+        """Close and remove the temporary file (abort, reset, shutdown, refusal)."""
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(self.temp)
+
+
+class OutputDir:
+    """The SCP's output folder: temporary files, atomic renames, one writer per final name."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._pid = os.getpid()
+        self._sequence = 0
+        self._claimed: set[str] = set()  # final names being written (one loop thread)
+
+    def sweep(self) -> list[Path]:
+        """Remove temporary files left by processes that no longer run (or by this pid)."""
+        removed: list[Path] = []
+        with os.scandir(self.path) as entries:
+            for entry in entries:
+                match = _TEMP_NAME.match(entry.name)
+                if match is None:
+                    continue
+                pid = int(match.group(1))
+                if pid != self._pid and _alive(pid):
+                    continue  # another SCP writing into the same folder
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+        return removed
+
+    def check_writable(self) -> None:
+        """Create and remove one temporary file: OSError when the folder cannot hold files."""
+        partial = self._create("probe")
+        partial.discard()
+
+    def busy(self, sop_instance_uid: str) -> bool:
+        """True while another store of this SOP Instance UID is being written."""
+        return final_name(sop_instance_uid) in self._claimed
+
+    def claim(self, sop_instance_uid: str, sop_class_uid: str, transfer_syntax: str) -> PartialFile:
+        """A temporary file with the File Meta header written (PS3.10 §7.1); OSError if not.
+
+        The caller checked `busy()` first; the claim lasts until `release()`.
+        """
+        partial = self._create(final_name(sop_instance_uid))
+        try:
+            partial.write(part10_header(sop_class_uid, sop_instance_uid, transfer_syntax))
+        except OSError:
+            partial.discard()
+            raise
+        self._claimed.add(partial.final.name)
+        return partial
+
+    def release(self, partial: PartialFile) -> None:
+        """The final name is free for another writer."""
+        self._claimed.discard(partial.final.name)
+
+    def _create(self, final: str) -> PartialFile:
+        """A new, exclusive temporary file in the folder."""
+        while True:
+            self._sequence += 1
+            temp = self.path / f"{_TEMP_PREFIX}{self._pid}-{self._sequence}{_TEMP_SUFFIX}"
+            try:
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            except FileExistsError:
+                continue  # a leftover of an earlier process with our pid: take the next
+            except OSError as exc:
+                if exc.errno == errno.EINTR:
+                    continue
+                raise
+            return PartialFile(temp, self.path / final, fd)
