@@ -613,15 +613,17 @@ def _prepare_output_dir(path: Path) -> None:
 
 def _listen_error(exc: OSError, host: str, port: int) -> Exception:
     """The one-line error for a listener that cannot be opened on host:port."""
-    if isinstance(exc, socket.gaierror):
-        return UsageError(f"--host {host!r}: cannot resolve it ({exc.strerror or exc})")
+    # socket.create_server appends "(while attempting to bind on address ...)": we name it.
+    reason = (exc.strerror or str(exc)).split(" (while attempting")[0]
+    if isinstance(exc, socket.gaierror) or (exc.errno or 0) < 0:  # EAI_* codes are negative
+        return UsageError(f"--host {host!r}: cannot resolve it ({reason})")
     if exc.errno == errno.EADDRNOTAVAIL:
-        return UsageError(f"--host {host}: not an address of this machine ({exc.strerror})")
+        return UsageError(f"--host {host}: not an address of this machine ({reason})")
     if exc.errno == errno.EADDRINUSE:
         return JobError(f"port {port} on {host} is in use: another program listens there")
     if exc.errno == errno.EACCES:
-        return JobError(f"no permission to listen on {host}:{port} ({exc.strerror})")
-    return JobError(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+        return JobError(f"no permission to listen on {host}:{port} ({reason})")
+    return JobError(f"cannot listen on {host}:{port}: {reason}")
 
 
 def _configure_logging(verbose: int) -> None:
@@ -656,8 +658,10 @@ def _run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise _listen_error(exc, args.host, args.port) from None
     host, port = scp.address[:2]
-    where = f" into {args.output_dir}" if args.output_dir is not None else ""
-    print(f"netdicom2 scp listening on {host}:{port}{where} (Ctrl-C stops)", flush=True)
+    # The first line names the address alone: scripts read the port from its last word.
+    print(f"netdicom2 scp listening on {host}:{port}", flush=True)
+    if args.output_dir is not None:
+        log.info("writing data sets into %s", args.output_dir)
     try:
         # In the main thread: a signal interrupts the selector wait, the loop's cleanup aborts
         # every association (removing half-written files) and the exit status says why.
