@@ -658,11 +658,11 @@ def _run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise _listen_error(exc, args.host, args.port) from None
     host, port = scp.address[:2]
-    # The first line names the address alone: scripts read the port from its last word.
-    print(f"netdicom2 scp listening on {host}:{port}", flush=True)
-    if args.output_dir is not None:
-        log.info("writing data sets into %s", args.output_dir)
     try:
+        # The first line names the address alone: scripts read the port from its last word.
+        print(f"netdicom2 scp listening on {host}:{port}", flush=True)
+        if args.output_dir is not None:
+            log.info("writing data sets into %s", args.output_dir)
         # In the main thread: a signal interrupts the selector wait, the loop's cleanup aborts
         # every association (removing half-written files) and the exit status says why.
         scp.serve_forever()
