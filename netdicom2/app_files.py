@@ -10,15 +10,17 @@ writer at a time (`OutputDir.claim`).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import errno
 import os
 import re
 from pathlib import Path
 
+from netdicom2.cli import UsageError
 from netdicom2.dimse import part10_header
 
-__all__ = ["OutputDir", "PartialFile", "final_name"]
+__all__ = ["OutputDir", "PartialFile", "byte_size", "final_name", "prepare_output_dir"]
 
 _TEMP_PREFIX = ".netdicom2-"
 _TEMP_SUFFIX = ".part"
@@ -154,3 +156,36 @@ class OutputDir:
                     continue
                 raise
             return PartialFile(temp, self.path / final, fd)
+
+
+_SIZE_SUFFIXES = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}
+_MAX_SIZE = 1 << 62
+
+
+def byte_size(text: str) -> int:
+    """An argparse type: a byte count, optionally with K, M, G or T (1024-based; "KiB" too)."""
+    raw = text.strip().upper().removesuffix("IB").removesuffix("B")
+    number, suffix = raw, ""
+    if raw and raw[-1] in _SIZE_SUFFIXES:
+        number, suffix = raw[:-1], raw[-1]
+    try:
+        value = int(number) << _SIZE_SUFFIXES[suffix]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size in bytes: {text!r} (e.g. 500M, 4G)") from None
+    if not 0 <= value <= _MAX_SIZE:
+        raise argparse.ArgumentTypeError(f"{text} is not in 0..{_MAX_SIZE} bytes")
+    return value
+
+
+def prepare_output_dir(path: Path) -> None:
+    """Create the folder if needed and prove a file can be written there (UsageError if not)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--output-dir {path}: cannot create it ({exc.strerror})") from None
+    try:
+        OutputDir(path).check_writable()
+    except OSError as exc:
+        raise UsageError(
+            f"--output-dir {path}: cannot write files there ({exc.strerror})"
+        ) from None

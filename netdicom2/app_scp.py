@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from netdicom2.acse import AcceptedContext, check_window, negotiate
-from netdicom2.app_files import OutputDir, PartialFile
+from netdicom2.app_files import OutputDir, PartialFile, byte_size, prepare_output_dir
 from netdicom2.cli import MAX_LENGTH, JobError, UsageError, ae_title, bounded_int, seconds
 from netdicom2.dimse import (
     COMMAND_FIELDS,
@@ -568,25 +568,6 @@ def add_subcommand(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.set_defaults(handler=_run)
 
 
-_SIZE_SUFFIXES = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}
-_MAX_SIZE = 1 << 62
-
-
-def byte_size(text: str) -> int:
-    """An argparse type: a byte count, optionally with K, M, G or T (1024-based; "KiB" too)."""
-    raw = text.strip().upper().removesuffix("IB").removesuffix("B")
-    number, suffix = raw, ""
-    if raw and raw[-1] in _SIZE_SUFFIXES:
-        number, suffix = raw[:-1], raw[-1]
-    try:
-        value = int(number) << _SIZE_SUFFIXES[suffix]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size in bytes: {text!r} (e.g. 500M, 4G)") from None
-    if not 0 <= value <= _MAX_SIZE:
-        raise argparse.ArgumentTypeError(f"{text} is not in 0..{_MAX_SIZE} bytes")
-    return value
-
-
 def _raise_fd_limit() -> None:
     """Lift the soft RLIMIT_NOFILE to the hard limit: each connection holds descriptors."""
     with contextlib.suppress(ImportError, ValueError, OSError):
@@ -595,20 +576,6 @@ def _raise_fd_limit() -> None:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def _prepare_output_dir(path: Path) -> None:
-    """Create the folder if needed and prove a file can be written there (UsageError if not)."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"--output-dir {path}: cannot create it ({exc.strerror})") from None
-    try:
-        OutputDir(path).check_writable()
-    except OSError as exc:
-        raise UsageError(
-            f"--output-dir {path}: cannot write files there ({exc.strerror})"
-        ) from None
 
 
 def _listen_error(exc: OSError, host: str, port: int) -> Exception:
@@ -639,7 +606,7 @@ def _run(args: argparse.Namespace) -> int:
     _configure_logging(args.verbose)
     _raise_fd_limit()
     if args.output_dir is not None:
-        _prepare_output_dir(args.output_dir)
+        prepare_output_dir(args.output_dir)
     try:
         scp = StorageSCP(
             args.host,

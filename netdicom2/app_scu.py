@@ -40,6 +40,7 @@ from netdicom2.cli import (
 )
 from netdicom2.dimse import (
     COMMAND_FIELDS,
+    ERROR_COMMENT,
     VERIFICATION_SOP_CLASS,
     CommandFragments,
     CommandSet,
@@ -332,11 +333,13 @@ def store(
     files: Sequence[Path],
     *,
     statuses: list[int] | None = None,
+    comments: list[str] | None = None,
     **kwargs: object,
 ) -> list[int]:
     """Send each Part 10 file with C-STORE in one association; returns the statuses.
 
-    `statuses`, when given, receives each status as it is known (what a failure leaves).
+    `statuses`, when given, receives each status as it is known (what a failure leaves);
+    `comments` the Error Comment (0000,0902) of each response ("" when none).
     """
     metas = [_file_meta(path) for path in files]
     proposals: list[tuple[str, list[str]]] = []
@@ -345,12 +348,13 @@ def store(
         if (meta.sop_class_uid, wanted) not in proposals:
             proposals.append((meta.sop_class_uid, wanted))
     results: list[int] = [] if statuses is None else statuses
+    notes: list[str] = [] if comments is None else comments
     outstanding: deque[int] = deque()  # message IDs sent, oldest first, until reported
-    answered: dict[int, int] = {}
+    answered: dict[int, tuple[int, str]] = {}
     with Association(address, proposals, **kwargs) as assoc:  # type: ignore[arg-type]
         for path, meta in zip(files, metas, strict=True):
             while len(outstanding) - len(answered) >= assoc.window:  # PS3.7 D.3.3.3
-                _collect(assoc, outstanding, answered, results)
+                _collect(assoc, outstanding, answered, results, notes)
             context_id = assoc.context_for(meta.sop_class_uid, meta.transfer_syntax_uid)
             message_id = assoc.next_message_id()
             command = c_store_rq(message_id, meta.sop_class_uid, meta.sop_instance_uid)
@@ -358,12 +362,16 @@ def store(
                 assoc.send_message(context_id, command, data[meta.dataset_offset :])
             outstanding.append(message_id)
         while outstanding:
-            _collect(assoc, outstanding, answered, results)
+            _collect(assoc, outstanding, answered, results, notes)
     return results
 
 
 def _collect(
-    assoc: Association, outstanding: deque[int], answered: dict[int, int], statuses: list[int]
+    assoc: Association,
+    outstanding: deque[int],
+    answered: dict[int, tuple[int, str]],
+    statuses: list[int],
+    comments: list[str],
 ) -> None:
     """Receive one C-STORE-RSP; append the statuses of the oldest requests now answered.
 
@@ -374,9 +382,12 @@ def _collect(
     responded = response.message_id_being_responded_to
     if responded not in outstanding or responded in answered:
         raise assoc.unusable(f"C-STORE-RSP for message {responded}, which is not outstanding")
-    answered[responded] = -1 if response.status is None else response.status
+    status = -1 if response.status is None else response.status
+    answered[responded] = (status, response.get_uid(ERROR_COMMENT))
     while outstanding and outstanding[0] in answered:
-        statuses.append(answered.pop(outstanding.popleft()))
+        status, comment = answered.pop(outstanding.popleft())
+        statuses.append(status)
+        comments.append(comment)
 
 
 # Files up to this size are read with one read(): cheaper than the page faults of a mapping.
@@ -520,22 +531,32 @@ def _run_store(args: argparse.Namespace) -> int:
     _quiet_logging(args.verbose)
     _check_files(args.files)
     statuses: list[int] = []
+    comments: list[str] = []
     failure: str | None = None
     try:
-        store((args.host, args.port), args.files, statuses=statuses, **_kwargs(args))
+        store(
+            (args.host, args.port),
+            args.files,
+            statuses=statuses,
+            comments=comments,
+            **_kwargs(args),
+        )
     except (AssociationError, DimseError) as exc:
         failure = str(exc)
     except KeyboardInterrupt:
-        _print_statuses(args.files, statuses)
+        _print_statuses(args.files, statuses, comments)
         raise
-    _print_statuses(args.files, statuses)
+    _print_statuses(args.files, statuses, comments)
     if failure is not None:
         done = f" after {len(statuses)} of {len(args.files)} files" if statuses else ""
         raise JobError(f"{failure}{done}")
     return 0 if all(s == 0 for s in statuses) else 1
 
 
-def _print_statuses(files: Sequence[Path], statuses: Sequence[int]) -> None:
-    """One line per file answered."""
-    for path, status in zip(files, statuses, strict=False):
-        print(f"C-STORE {path}: status 0x{status:04X}", flush=True)
+def _print_statuses(
+    files: Sequence[Path], statuses: Sequence[int], comments: Sequence[str]
+) -> None:
+    """One line per file answered, with the peer's Error Comment when it gave one."""
+    for path, status, comment in zip(files, statuses, comments, strict=False):
+        note = f" ({comment})" if comment else ""
+        print(f"C-STORE {path}: status 0x{status:04X}{note}", flush=True)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "COMMAND_FIELDS",
+    "ERROR_COMMENT",
     "MAX_COMMAND_LENGTH",
     "NO_DATA_SET",
     "VERIFICATION_SOP_CLASS",

@@ -311,3 +311,17 @@ def test_kill_9_leaves_no_final_name_and_the_next_start_sweeps(tmp_path: Path) -
         _, err = proc.communicate(timeout=WAIT)
     assert proc.returncode == 143, err
     assert "Traceback" not in err
+
+
+def test_store_reports_the_refusal_and_its_comment(tmp_path: Path) -> None:
+    from netdicom2.app_scu import store
+    from tests.dicomfiles import write_part10
+
+    big = write_part10(tmp_path / "big.dcm", UID, 3000)
+    out = tmp_path / "out"
+    out.mkdir()
+    comments: list[str] = []
+    with StorageSCP("127.0.0.1", 0, output_dir=out, max_dataset_size=1024) as scp:
+        assert store(scp.address, [big], timeout=WAIT, comments=comments) == [OUT_OF_RESOURCES]
+    assert comments == ["data set over 1024 bytes"]
+    assert list(out.iterdir()) == []
