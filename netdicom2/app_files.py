@@ -28,6 +28,7 @@ _TEMP_SUFFIX = ".part"
 # final_name), so the two sets cannot meet.
 _TEMP_NAME = re.compile(r"^\.netdicom2-(\d+)-\d+\.part$")
 _UNSAFE = re.compile(r"[^0-9A-Za-z.]")
+_NAME_MAX = 255  # bytes in one file name (NAME_MAX on Linux and most file systems)
 
 
 def final_name(sop_instance_uid: str) -> str:
@@ -129,7 +130,10 @@ class OutputDir:
 
         The caller checked `busy()` first; the claim lasts until `release()`.
         """
-        partial = self._create(final_name(sop_instance_uid))
+        name = final_name(sop_instance_uid)
+        if len(name.encode()) > _NAME_MAX:  # PS3.5 §9.1: a UID has at most 64 characters
+            raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), name[:40] + "...")
+        partial = self._create(name)
         try:
             partial.write(part10_header(sop_class_uid, sop_instance_uid, transfer_syntax))
         except OSError:

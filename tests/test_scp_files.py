@@ -23,6 +23,7 @@ from netdicom2.acse import build_rq
 from netdicom2.app_files import OutputDir, final_name
 from netdicom2.app_scp import (
     CANNOT_UNDERSTAND,
+    CANNOT_WRITE,
     INSTANCE_BUSY,
     OUT_OF_RESOURCES,
     SOP_CLASS_NOT_SUPPORTED,
@@ -325,3 +326,16 @@ def test_store_reports_the_refusal_and_its_comment(tmp_path: Path) -> None:
         assert store(scp.address, [big], timeout=WAIT, comments=comments) == [OUT_OF_RESOURCES]
     assert comments == ["data set over 1024 bytes"]
     assert list(out.iterdir()) == []
+
+
+def test_an_instance_uid_too_long_for_a_file_name_is_refused_before_writing(
+    scp: StorageSCP, tmp_path: Path
+) -> None:
+    client = RawRequestor(scp.address)
+    client.store_rq("1." * 200)
+    client.send_pdv(STORAGE_CONTEXT, 0x02, b"\0" * 100)
+    response = client.response()
+    assert response.status == CANNOT_WRITE
+    assert "too long" in response.get_uid(0x0902)
+    client.release()
+    assert list(tmp_path.iterdir()) == []
