@@ -221,11 +221,18 @@ class Association:
                 for pdu in fragment(context_id, dataset, is_command=False, max_pdu_length=peer_max):
                     self.dul.send(pdu)
         except LocalProtocolError:
-            # The association ended while we sent (the peer aborted, or stopped reading for
-            # `timeout`): say how, from the indication that ended it.
+            # The association ended while we sent (the peer aborted, or read nothing for
+            # `timeout` and the transport was dropped): say how, from its last indication.
             self._begin()
-            self._wait("response")
-            raise AssociationError("the association ended while the request was sent") from None
+            try:
+                self._wait("response")
+                how = "no indication"
+            except AssociationError as exc:
+                how = str(exc)
+            raise AssociationError(
+                f"the association ended while sending ({how}); a peer that reads nothing "
+                f"for {self.timeout:g} s is dropped"
+            ) from None
 
     def receive_command(self, expected: int | None = None) -> CommandSet:
         """Wait (within `timeout` in all) for a whole response command set.

@@ -336,3 +336,18 @@ def test_the_command_line_says_one_line_and_exits_1(script: str, words: str) -> 
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("netdicom2 echo: "), result.stderr
     assert words in lines[0]
+
+
+def test_store_to_a_peer_that_stops_reading_returns_within_its_timeout(tmp_path: Path) -> None:
+    files = [write_part10(tmp_path / "big.dcm", "1.2.826.0.1.3680043.9.3811.30.2", 8 << 20)]
+
+    def never_reads(peer: Peer) -> None:
+        peer.accept()
+        time.sleep(TIMEOUT + SLACK + 1)  # reads nothing: our socket buffers fill up
+
+    acceptor = HostileAcceptor(never_reads)
+    error, elapsed = _timed(lambda: store(acceptor.address, files, timeout=TIMEOUT))
+    acceptor.join()
+    assert isinstance(error, AssociationError)
+    assert "ended while sending" in str(error)
+    assert elapsed < TIMEOUT + SLACK, f"{elapsed:.1f} s"
