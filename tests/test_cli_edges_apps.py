@@ -214,3 +214,19 @@ def test_scp_verbose_logs_one_line_per_association_and_store(
     assert "status 0000" in stores[0]
     transitions = [line for line in err.splitlines() if "+ Evt" in line]
     assert bool(transitions) == (verbosity == "-vv"), err
+
+
+def test_store_interrupted_is_one_line(silent_acceptor: int, dicom_file: Path) -> None:
+    argv = ["store", "127.0.0.1", str(silent_acceptor), str(dicom_file)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "netdicom2", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=WAIT)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == ["netdicom2 store: interrupted (SIGINT)"]

@@ -339,3 +339,17 @@ def test_an_instance_uid_too_long_for_a_file_name_is_refused_before_writing(
     assert "too long" in response.get_uid(0x0902)
     client.release()
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_mid_store_leaves_an_empty_folder(tmp_path: Path, signum: int) -> None:
+    proc, port = _start_scp(tmp_path)
+    client = RawRequestor(("127.0.0.1", port))
+    client.store_rq()
+    client.send_pdv(STORAGE_CONTEXT, 0x00, b"\0" * 30000)
+    assert _wait_for(lambda: len(_temps(tmp_path)) == 1)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=WAIT)
+    client.sock.close()
+    assert proc.returncode == 128 + signum, err
+    assert list(tmp_path.iterdir()) == []
