@@ -20,7 +20,14 @@ from pathlib import Path
 from netdicom2.cli import UsageError
 from netdicom2.dimse import part10_header
 
-__all__ = ["OutputDir", "PartialFile", "byte_size", "final_name", "prepare_output_dir"]
+__all__ = [
+    "MAX_IN_PROGRESS",
+    "OutputDir",
+    "PartialFile",
+    "byte_size",
+    "final_name",
+    "prepare_output_dir",
+]
 
 _TEMP_PREFIX = ".netdicom2-"
 _TEMP_SUFFIX = ".part"
@@ -28,6 +35,9 @@ _TEMP_SUFFIX = ".part"
 # final_name), so the two sets cannot meet.
 _TEMP_NAME = re.compile(r"^\.netdicom2-(\d+)-\d+\.part$")
 _UNSAFE = re.compile(r"[^0-9A-Za-z.]")
+# The default bound on data-set bytes in temporary files at once, all associations together
+# (--max-in-progress): two data sets of the largest default size.
+MAX_IN_PROGRESS = 8 << 30
 _NAME_MAX = 255  # bytes in one file name (NAME_MAX on Linux and most file systems)
 
 
@@ -68,10 +78,6 @@ class PartialFile:
             written = os.write(self._fd, view)
             view = view[written:]
 
-    def count(self, size: int) -> None:
-        """Add `size` data-set bytes to the total."""
-        self.size += size
-
     def commit(self) -> None:
         """fsync, close and rename to the final name (atomic: readers see all or nothing)."""
         fd, self._fd = self._fd, -1
@@ -94,8 +100,10 @@ class PartialFile:
 class OutputDir:
     """The SCP's output folder: temporary files, atomic renames, one writer per final name."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_in_progress: int = MAX_IN_PROGRESS) -> None:
         self.path = path
+        self.max_in_progress = max_in_progress
+        self.in_progress = 0  # data-set bytes in temporary files, all writers together
         self._pid = os.getpid()
         self._sequence = 0
         self._claimed: set[str] = set()  # final names being written (one loop thread)
@@ -142,9 +150,21 @@ class OutputDir:
         self._claimed.add(partial.final.name)
         return partial
 
+    def write(self, partial: PartialFile, data: bytes | memoryview) -> bool:
+        """Append to a claimed file; False (nothing written) past `max_in_progress` in all."""
+        size = len(data)
+        if self.in_progress + size > self.max_in_progress:
+            return False
+        partial.write(data)
+        partial.size += size
+        self.in_progress += size
+        return True
+
     def release(self, partial: PartialFile) -> None:
-        """The final name is free for another writer."""
+        """The final name is free for another writer; its bytes leave the in-progress total."""
         self._claimed.discard(partial.final.name)
+        self.in_progress -= partial.size
+        partial.size = 0
 
     def _create(self, final: str) -> PartialFile:
         """A new, exclusive temporary file in the folder."""

@@ -7,13 +7,14 @@ fragment by fragment, under a temporary name renamed into place only when comple
 (`app_files`), or are counted and discarded: the SCP never holds a whole data set in memory.
 
 C-STORE statuses (PS3.4 Table B.2-1, PS3.7 Annex C), each failure with an Error Comment:
-0000H stored; A700H the data set is over `max_dataset_size` (answered at once, the rest is
-discarded); A701H another association is storing the same SOP Instance UID right now (never
-two writers on one file: retry later); A702H the file could not be written (disk full, I/O
-error); 0122H the presentation context is not for a Storage SOP class (e.g. Verification) or
-not for the request's Affected SOP Class; C000H data-set fragments on another presentation
-context than their C-STORE-RQ (PS3.8 §8.1). A second store of a UID already stored replaces the
-file atomically.
+0000H stored; A700H the data set is over `max_dataset_size`, or the data sets being written
+all together are over `max_in_progress` (answered at once, the rest is discarded); A701H
+another association is storing the same SOP Instance UID right now (never two writers on one
+file: retry later); A702H the file could not be written (disk full, I/O error); 0122H the
+presentation context is not for a Storage SOP class (e.g. Verification) or not for the
+request's Affected SOP Class; C000H data-set fragments on another presentation context than
+their C-STORE-RQ (PS3.8 §8.1). A second store of a UID already stored replaces the file
+atomically.
 """
 
 from __future__ import annotations
@@ -28,7 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from netdicom2.acse import AcceptedContext, check_window, negotiate
-from netdicom2.app_files import OutputDir, PartialFile, byte_size, prepare_output_dir
+from netdicom2.app_files import (
+    MAX_IN_PROGRESS,
+    OutputDir,
+    PartialFile,
+    byte_size,
+    prepare_output_dir,
+)
 from netdicom2.cli import MAX_LENGTH, JobError, UsageError, ae_title, bounded_int, seconds
 from netdicom2.dimse import (
     COMMAND_FIELDS,
@@ -112,8 +119,9 @@ class StorageSCP(DULServer):
     proposes one (PS3.7 D.3.3.3; 0, the default, grants what it proposes): requests are
     performed in the order received and each is answered when complete, so pipelined requests
     wait in the transport, bounded by TCP flow control. `max_dataset_size` bounds one data set
-    in bytes (A700H above it). With `output_dir`, temporary files left by a killed process are
-    swept when the SCP is created.
+    in bytes (A700H above it), `max_in_progress` the bytes of all data sets being written into
+    `output_dir` at once (A700H for the store that would pass it). Temporary files left by a
+    killed process are swept when the SCP is created.
     """
 
     def __init__(
@@ -132,6 +140,7 @@ class StorageSCP(DULServer):
         send_timeout: float = 30.0,
         max_operations: int = 0,
         max_dataset_size: int = MAX_DATASET_SIZE,
+        max_in_progress: int = MAX_IN_PROGRESS,
     ) -> None:
         """Bind host:port (127.0.0.1 by default) and prepare; start() serves."""
         check_window("max_operations", max_operations)
@@ -141,7 +150,7 @@ class StorageSCP(DULServer):
             raise ValueError(f"max_dataset_size must be at least 0, not {max_dataset_size}")
         files = None
         if output_dir is not None:
-            files = OutputDir(output_dir)
+            files = OutputDir(output_dir, max_in_progress)
             for leftover in files.sweep():
                 log.info("removed %s, left by a process that ended mid-store", leftover.name)
         super().__init__(
@@ -347,10 +356,18 @@ class _Session:
                 self._fail(OUT_OF_RESOURCES, f"data set over {self.scp.max_dataset_size} bytes")
                 self._answer()
             elif self.partial is not None:
+                assert self.scp.files is not None
                 try:
-                    self.partial.write(item.fragment)
+                    written = self.scp.files.write(self.partial, item.fragment)
                 except OSError as exc:
                     self._fail(CANNOT_WRITE, f"cannot write: {exc.strerror}")
+                else:
+                    if not written:
+                        # The bound on bytes being received into the folder, all associations
+                        # together: PS3.4 Table B.2-1, Refused, Out of Resources (A7xxH).
+                        limit = self.scp.files.max_in_progress
+                        self._fail(OUT_OF_RESOURCES, f"over {limit} bytes being received")
+                        self._answer()
         if item.is_last:
             self._store_complete()
 
@@ -529,6 +546,14 @@ def add_subcommand(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "suffixes K, M, G, T (powers of 1024); default 4G",
     )
     p.add_argument(
+        "--max-in-progress",
+        type=byte_size,
+        default=MAX_IN_PROGRESS,
+        metavar="BYTES",
+        help="data-set bytes all associations may have in unfinished files at once; "
+        "a store that would pass it is refused with A700H (default 8G)",
+    )
+    p.add_argument(
         "--max-associations",
         type=bounded_int(1, 1 << 20),
         default=500,
@@ -621,6 +646,7 @@ def _run(args: argparse.Namespace) -> int:
             send_timeout=args.send_timeout,
             max_operations=args.max_operations,
             max_dataset_size=args.max_dataset_size,
+            max_in_progress=args.max_in_progress,
         )
     except OSError as exc:
         raise _listen_error(exc, args.host, args.port) from None

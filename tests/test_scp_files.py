@@ -68,10 +68,14 @@ class RawRequestor:
         assert isinstance(ac, AAssociateAcPDU), ac
 
     def send_pdv(self, context_id: int, control: int, data: bytes) -> None:
-        """One P-DATA-TF with one PDV (PS3.8 Table 9-22)."""
-        self.sock.sendall(
-            PDataTfPDU([PresentationDataValueItem(context_id, control, data)]).encode()
-        )
+        """P-DATA-TFs of one PDV each, within the SCP's 16 KiB maximum (PS3.8 Annex D.1);
+        only the last carries the control header's "last" bit."""
+        chunk = 16000
+        pieces = [data[i : i + chunk] for i in range(0, len(data), chunk)] or [b""]
+        for index, piece in enumerate(pieces):
+            flags = control if index == len(pieces) - 1 else control & ~0x02
+            pdv = PresentationDataValueItem(context_id, flags, piece)
+            self.sock.sendall(PDataTfPDU([pdv]).encode())
 
     def store_rq(
         self, uid: str = UID, context_id: int = STORAGE_CONTEXT, message_id: int = 1
@@ -353,3 +357,26 @@ def test_ctrl_c_or_sigterm_mid_store_leaves_an_empty_folder(tmp_path: Path, sign
     client.sock.close()
     assert proc.returncode == 128 + signum, err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_bytes_being_received_by_all_associations_are_bounded(tmp_path: Path) -> None:
+    with StorageSCP(
+        "127.0.0.1", 0, output_dir=tmp_path, max_dataset_size=1 << 20, max_in_progress=50000
+    ) as scp:
+        first, second = RawRequestor(scp.address), RawRequestor(scp.address)
+        first.store_rq(f"{UID}.1")
+        first.send_pdv(STORAGE_CONTEXT, 0x00, b"\0" * 30000)
+        assert _wait_for(lambda: len(_temps(tmp_path)) == 1)
+        second.store_rq(f"{UID}.2")
+        second.send_pdv(STORAGE_CONTEXT, 0x00, b"\0" * 30000)  # 60000 in all: refused at once
+        assert second.response().status == OUT_OF_RESOURCES
+        second.send_pdv(STORAGE_CONTEXT, 0x02, b"\0\0")
+        first.send_pdv(STORAGE_CONTEXT, 0x02, b"\0" * 10000)
+        assert first.response().status == 0x0000
+        # The first file is done: its bytes no longer count, the next store fits.
+        second.store_rq(f"{UID}.3", message_id=2)
+        second.send_pdv(STORAGE_CONTEXT, 0x02, b"\0" * 40000)
+        assert second.response().status == 0x0000
+        first.release()
+        second.release()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{UID}.1.dcm", f"{UID}.3.dcm"]
