@@ -7,12 +7,12 @@ the exit status (2: a value on the command line that cannot work, 1: a runtime f
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,10 +55,19 @@ def closed_port() -> int:
 
 
 @pytest.fixture
-def silent_acceptor() -> Iterator[int]:
-    """A listener that accepts (the backlog does) and never answers."""
+def silent_acceptor() -> Iterator[socket.socket]:
+    """A listener that never answers; `_wait_for_rq` tells when a requestor has sent its RQ."""
     with socket.create_server(("127.0.0.1", 0)) as sock:
-        yield int(sock.getsockname()[1])
+        yield sock
+
+
+def _wait_for_rq(listener: socket.socket) -> socket.socket:
+    """Accept the requestor and read the start of its A-ASSOCIATE-RQ: it now waits for us."""
+    listener.settimeout(WAIT)
+    conn, _ = listener.accept()
+    conn.settimeout(WAIT)
+    assert conn.recv(1) == b"\x01"
+    return conn
 
 
 @pytest.fixture
@@ -110,17 +119,21 @@ def test_store_unknown_host_and_closed_port(dicom_file: Path, closed_port: int) 
 
 
 @pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_echo_interrupted_is_one_line(silent_acceptor: int, signum: int, status: int) -> None:
+def test_echo_interrupted_is_one_line(
+    silent_acceptor: socket.socket, signum: int, status: int
+) -> None:
+    port = str(silent_acceptor.getsockname()[1])
     proc = subprocess.Popen(
-        [sys.executable, "-m", "netdicom2", "echo", "127.0.0.1", str(silent_acceptor)],
+        [sys.executable, "-m", "netdicom2", "echo", "127.0.0.1", port],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=ENV,
     )
-    time.sleep(1.0)  # the interpreter starts and the association waits for its answer
+    conn = _wait_for_rq(silent_acceptor)  # the association waits for its answer
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=WAIT)
+    conn.close()
     assert proc.returncode == status, err
     assert err.strip().splitlines() == [
         f"netdicom2 echo: interrupted ({signal.Signals(signum).name})"
@@ -216,8 +229,8 @@ def test_scp_verbose_logs_one_line_per_association_and_store(
     assert bool(transitions) == (verbosity == "-vv"), err
 
 
-def test_store_interrupted_is_one_line(silent_acceptor: int, dicom_file: Path) -> None:
-    argv = ["store", "127.0.0.1", str(silent_acceptor), str(dicom_file)]
+def test_store_interrupted_is_one_line(silent_acceptor: socket.socket, dicom_file: Path) -> None:
+    argv = ["store", "127.0.0.1", str(silent_acceptor.getsockname()[1]), str(dicom_file)]
     proc = subprocess.Popen(
         [sys.executable, "-m", "netdicom2", *argv],
         stdout=subprocess.PIPE,
@@ -225,8 +238,43 @@ def test_store_interrupted_is_one_line(silent_acceptor: int, dicom_file: Path) -
         text=True,
         env=ENV,
     )
-    time.sleep(1.0)
+    conn = _wait_for_rq(silent_acceptor)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=WAIT)
+    conn.close()
     assert proc.returncode == 130, err
     assert err.strip().splitlines() == ["netdicom2 store: interrupted (SIGINT)"]
+
+
+_FAILING_LOOP = """
+import sys
+from netdicom2.app_scp import StorageSCP
+from netdicom2.cli import main
+
+def fail(self, now):
+    raise MemoryError("no room for one more connection")
+
+StorageSCP._accept = fail  # the loop fails at the first connection
+sys.exit(main(["scp", "--port", "0"]))
+"""
+
+
+def test_scp_whose_loop_fails_exits_1_instead_of_looking_alive() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _FAILING_LOOP],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    port = int(line.rsplit(":", 1)[1])
+    with contextlib.suppress(OSError):  # reset when the failing loop closes the listener first
+        socket.create_connection(("127.0.0.1", port), timeout=WAIT).close()
+    _, err = proc.communicate(timeout=WAIT)
+    assert proc.returncode == 1, err
+    assert "MemoryError" in err and "no room for one more connection" in err
+    assert "Traceback" not in err
+    with pytest.raises(ConnectionRefusedError):  # and nothing is left listening
+        socket.create_connection(("127.0.0.1", port), timeout=WAIT).close()
