@@ -4,8 +4,10 @@ A data set streams into a temporary file `.netdicom2-<pid>-<n>.part` in the outp
 when its last fragment arrived (PS3.8 Annex E.2, bit 1 of the Message Control Header) is the
 file flushed, fsync'ed and renamed to `<SOP Instance UID>.dcm` in one atomic step. An aborted,
 reset, oversized or refused store removes its temporary file; the leftovers of a process that
-was killed (SIGKILL, power loss) are swept at the next start. Each final name has at most one
-writer at a time (`OutputDir.claim`).
+was killed (SIGKILL, power loss) are swept at the next start. A writer holds an flock(2) on its
+temporary file, which the kernel releases when the process dies however it dies: the sweep
+removes exactly the temporary files nobody holds (another SCP writing into the same folder
+keeps its own). Each final name has at most one writer at a time (`OutputDir.claim`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import fcntl
 import os
 import re
 from pathlib import Path
@@ -31,8 +34,8 @@ __all__ = [
 
 _TEMP_PREFIX = ".netdicom2-"
 _TEMP_SUFFIX = ".part"
-# Temporary names: the writer's pid, then a counter. Final names never contain "-" (see
-# final_name), so the two sets cannot meet.
+# Temporary names: the writer's pid (for people), then a counter. Final names never contain
+# "-" (see final_name), so the two sets cannot meet.
 _TEMP_NAME = re.compile(r"^\.netdicom2-(\d+)-\d+\.part$")
 _UNSAFE = re.compile(r"[^0-9A-Za-z.]")
 # The default bound on data-set bytes in temporary files at once, all associations together
@@ -47,19 +50,6 @@ def final_name(sop_instance_uid: str) -> str:
     if name.strip(".") == "":
         name = name.replace(".", "_")  # ".", ".." are not file names
     return f"{name}.dcm"
-
-
-def _alive(pid: int) -> bool:
-    """True when a process with this id exists (signal 0 checks without sending)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    except OSError:
-        return False
-    return True
 
 
 class PartialFile:
@@ -79,13 +69,16 @@ class PartialFile:
             view = view[written:]
 
     def commit(self) -> None:
-        """fsync, close and rename to the final name (atomic: readers see all or nothing)."""
+        """fsync and rename to the final name (atomic: readers see all or nothing), then close.
+
+        Renamed while still open and locked, so that no sweep can take it in between.
+        """
         fd, self._fd = self._fd, -1
         try:
             os.fsync(fd)
+            os.replace(self.temp, self.final)
         finally:
             os.close(fd)
-        os.replace(self.temp, self.final)
 
     def discard(self) -> None:
         """Close and remove the temporary file (abort, reset, shutdown, refusal)."""
@@ -109,19 +102,26 @@ class OutputDir:
         self._claimed: set[str] = set()  # final names being written (one loop thread)
 
     def sweep(self) -> list[Path]:
-        """Remove temporary files left by processes that no longer run (or by this pid)."""
+        """Remove the temporary files no live writer holds locked (leftovers of a killed one)."""
         removed: list[Path] = []
         with os.scandir(self.path) as entries:
             for entry in entries:
-                match = _TEMP_NAME.match(entry.name)
-                if match is None:
+                if _TEMP_NAME.match(entry.name) is None:
                     continue
-                pid = int(match.group(1))
-                if pid != self._pid and _alive(pid):
-                    continue  # another SCP writing into the same folder
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(entry.path)
-                    removed.append(Path(entry.path))
+                try:
+                    fd = os.open(entry.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+                except OSError:
+                    continue  # gone meanwhile, or not a plain file
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    continue  # a live writer holds it (another SCP in this folder)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
+                        removed.append(Path(entry.path))
+                finally:
+                    os.close(fd)
         return removed
 
     def check_writable(self) -> None:
@@ -179,6 +179,10 @@ class OutputDir:
                 if exc.errno == errno.EINTR:
                     continue
                 raise
+            # Held until closed, or until the process dies: sweep() leaves it alone. Where the
+            # file system has no locks, a sweep by another SCP could remove it: A702H then.
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return PartialFile(temp, self.path / final, fd)
 
 

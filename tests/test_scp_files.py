@@ -262,21 +262,20 @@ def test_final_names_cannot_leave_the_folder_or_meet_temporary_names() -> None:
     assert "-" not in final_name(".netdicom2-1-1.part")
 
 
-def test_the_sweep_removes_only_leftovers_of_ended_processes(tmp_path: Path) -> None:
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    dead_pid = int(dead.stdout)
-    leftover = tmp_path / f".netdicom2-{dead_pid}-1.part"
-    alive = tmp_path / f".netdicom2-{os.getppid()}-1.part"  # a live process writing here
+def test_the_sweep_removes_only_files_no_live_writer_holds(tmp_path: Path) -> None:
+    leftover = tmp_path / ".netdicom2-1-1.part"  # its writer was killed: no lock
     unrelated = tmp_path / "notes.part"
-    for path in (leftover, alive, unrelated):
+    for path in (leftover, unrelated):
         path.write_bytes(b"x")
-    assert OutputDir(tmp_path).sweep() == [leftover]
-    assert sorted(tmp_path.iterdir()) == sorted([alive, unrelated])
+    writer = OutputDir(tmp_path)  # a live SCP writing into the same folder
+    partial = writer.claim(UID, SECONDARY_CAPTURE, EXPLICIT_VR_LE)
+    try:
+        assert OutputDir(tmp_path).sweep() == [leftover]
+        assert sorted(tmp_path.iterdir()) == sorted([partial.temp, unrelated])
+        partial.commit()
+    finally:
+        writer.release(partial)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{UID}.dcm", "notes.part"]
 
 
 def _start_scp(folder: Path) -> tuple[subprocess.Popen[str], int]:
