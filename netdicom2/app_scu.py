@@ -226,12 +226,12 @@ class Association:
             self._begin()
             try:
                 self._wait("response")
-                how = "no indication"
+                how = "the association ended"
             except AssociationError as exc:
-                how = str(exc)
+                how = str(exc)  # starts with the indication: A-ABORT / A-P-ABORT ...
             raise AssociationError(
-                f"the association ended while sending ({how}); a peer that reads nothing "
-                f"for {self.timeout:g} s is dropped"
+                f"{how} while the request was sent (a peer that reads nothing for "
+                f"{self.timeout:g} s is dropped)"
             ) from None
 
     def receive_command(self, expected: int | None = None) -> CommandSet:
