@@ -1,27 +1,37 @@
 """`netdicom2 scp`: a Verification and Storage SCP, every association in one DULServer loop.
 
 Each accepted TCP connection gets its own PS3.8 state machine and a service user (`_Session`)
-that negotiates, answers C-ECHO and C-STORE (status 0000H) and the release from within the
-indication, in the loop thread: no thread per connection. Data sets stream to `output_dir` as
-Part 10 files, fragment by fragment, or are counted and discarded: the SCP never holds a whole
-data set in memory.
+that negotiates, answers C-ECHO and C-STORE and the release from within the indication, in the
+loop thread: no thread per connection. Data sets stream to `output_dir` as Part 10 files,
+fragment by fragment, under a temporary name renamed into place only when complete
+(`app_files`), or are counted and discarded: the SCP never holds a whole data set in memory.
+
+C-STORE statuses (PS3.4 Table B.2-1, PS3.7 Annex C), each failure with an Error Comment:
+0000H stored; A700H the data set is over `max_dataset_size`, or the data sets being written
+all together are over `max_in_progress` (answered at once, the rest is discarded); A701H
+another association is storing the same SOP Instance UID right now (never two writers on one
+file: retry later); A702H the file could not be written (disk full, I/O error); 0122H the
+presentation context is not for a Storage SOP class (e.g. Verification) or not for the
+request's Affected SOP Class; C000H data-set fragments on another presentation context than
+their C-STORE-RQ (PS3.8 §8.1). A second store of a UID already stored replaces the file
+atomically.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
-import re
-import signal
 import socket
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 from netdicom2.acse import AcceptedContext, check_window, negotiate
-from netdicom2.cli import MAX_LENGTH, bounded_int, seconds
+from netdicom2.app_files import (
+    MAX_IN_PROGRESS,
+    OutputDir,
+    PartialFile,
+)
 from netdicom2.dimse import (
     COMMAND_FIELDS,
     NO_DATA_SET,
@@ -32,7 +42,7 @@ from netdicom2.dimse import (
     c_store_rsp,
     decode_command,
     encode_command,
-    part10_header,
+    is_storage_class,
 )
 from netdicom2.dulserver import ERROR, IDLE, Channel, DULServer
 from netdicom2.items import PresentationDataValueItem
@@ -50,10 +60,17 @@ __all__ = ["StorageSCP", "add_subcommand"]
 
 log = logging.getLogger("netdicom2.scp")
 
-# PS3.7 Annex C: statuses the example SCP answers with.
+# PS3.7 Annex C and PS3.4 Table B.2-1: statuses the example SCP answers with.
 SUCCESS = 0x0000
-UNRECOGNIZED_OPERATION = 0x0211
-PROCESSING_FAILURE = 0x0110
+UNRECOGNIZED_OPERATION = 0x0211  # PS3.7 C: Refused, Unrecognized operation
+SOP_CLASS_NOT_SUPPORTED = 0x0122  # PS3.7 C: Refused, SOP Class not supported
+OUT_OF_RESOURCES = 0xA700  # PS3.4 B.2-1: Refused, Out of Resources (over max_dataset_size)
+INSTANCE_BUSY = 0xA701  # A7xx as well: the instance is being written by another association
+CANNOT_WRITE = 0xA702  # A7xx as well: the file system refused the file (full disk, I/O error)
+CANNOT_UNDERSTAND = 0xC000  # PS3.4 B.2-1: Error, Cannot understand
+# The default bound on one data set (--max-dataset-size): 4 GiB, the largest a defined-length
+# data set can announce (PS3.5 §7.1: 32-bit lengths); larger ones are refused with A700H.
+MAX_DATASET_SIZE = 1 << 32
 # PS3.7 §9.3: the command fields answered, read once.
 _C_ECHO_RQ = COMMAND_FIELDS["C-ECHO-RQ"]
 _C_STORE_RQ = COMMAND_FIELDS["C-STORE-RQ"]
@@ -66,7 +83,8 @@ class SCPStats:
     connections: int = 0
     associations: int = 0
     rejected_over_limit: int = 0
-    stores: int = 0
+    stores: int = 0  # C-STOREs answered 0000H
+    store_failures: int = 0  # C-STOREs answered with a failure status
     echoes: int = 0
     bytes_received: int = 0
     active: int = 0
@@ -95,7 +113,10 @@ class StorageSCP(DULServer):
     `max_operations` bounds the Asynchronous Operations Window granted to a requestor that
     proposes one (PS3.7 D.3.3.3; 0, the default, grants what it proposes): requests are
     performed in the order received and each is answered when complete, so pipelined requests
-    wait in the transport, bounded by TCP flow control.
+    wait in the transport, bounded by TCP flow control. `max_dataset_size` bounds one data set
+    in bytes (A700H above it), `max_in_progress` the bytes of all data sets being written into
+    `output_dir` at once (A700H for the store that would pass it). Temporary files left by a
+    killed process are swept when the SCP is created.
     """
 
     def __init__(
@@ -113,11 +134,20 @@ class StorageSCP(DULServer):
         idle_timeout: float | None = 60.0,
         send_timeout: float = 30.0,
         max_operations: int = 0,
+        max_dataset_size: int = MAX_DATASET_SIZE,
+        max_in_progress: int = MAX_IN_PROGRESS,
     ) -> None:
         """Bind host:port (127.0.0.1 by default) and prepare; start() serves."""
         check_window("max_operations", max_operations)
         if max_associations < 1:
             raise ValueError(f"max_associations must be at least 1, not {max_associations}")
+        if max_dataset_size < 0:
+            raise ValueError(f"max_dataset_size must be at least 0, not {max_dataset_size}")
+        files = None
+        if output_dir is not None:
+            files = OutputDir(output_dir, max_in_progress)
+            for leftover in files.sweep():
+                log.info("removed %s, left by a process that ended mid-store", leftover.name)
         super().__init__(
             socket.create_server((host, port), backlog=1024),
             artim_timeout=artim_timeout,
@@ -129,6 +159,8 @@ class StorageSCP(DULServer):
         )
         self.ae_title = ae_title
         self.output_dir = output_dir
+        self.files = files
+        self.max_dataset_size = max_dataset_size
         self.abstract_syntaxes = abstract_syntaxes
         self.max_associations = max_associations
         self.max_operations = max_operations
@@ -204,11 +236,17 @@ class _Session:
     def __init__(self, scp: StorageSCP, channel: Channel) -> None:
         self.scp = scp
         self.channel = channel
+        self.peer = _peer_name(channel)
         self.contexts: dict[int, AcceptedContext] = {}
         self.command = CommandFragments()
-        self.pending: CommandSet | None = None
+        self.pending: CommandSet | None = None  # the request whose data set is arriving
         self.pending_context = 0
-        self.sink: BinaryIO | None = None
+        self.partial: PartialFile | None = None
+        self.status = SUCCESS  # the answer to the pending request, once its data set is in
+        self.comment = ""
+        self.received = 0  # data-set bytes of the pending request
+        self.answered = False  # answered before its last fragment (over max_dataset_size)
+        self.stores = 0
         self.admitted = False  # the indication came: _admit took a slot at AE-6
         self.established = False
         self.released = False
@@ -216,30 +254,53 @@ class _Session:
 
     def indication(self, pdu: PDU) -> None:
         """React to one indication of the provider (in the loop thread: never blocks)."""
-        if isinstance(pdu, AAssociateRqPDU):
-            self.admitted = True
-            answer, accepted = negotiate(
-                pdu,
-                abstract_syntaxes=self.scp.abstract_syntaxes,
-                max_pdu_length=self.scp.max_pdu_length,
-                ae_title=self.scp.ae_title,
-                max_operations_performed=self.scp.max_operations,
-            )
-            self.contexts = {context.context_id: context for context in accepted}
-            self.channel.send(answer)  # raises if the association ended meanwhile (Sta13: AA-8)
-            if not isinstance(answer, AAssociateRjPDU):
-                self.established = True
-                with self.scp.stats.lock:
-                    self.scp.stats.associations += 1
-                    self.scp.stats.active += 1
-        elif isinstance(pdu, PDataTfPDU):
+        if isinstance(pdu, PDataTfPDU):
             for item in pdu.data_value_items:
                 self._pdv(item)
+        elif isinstance(pdu, AAssociateRqPDU):
+            self._associate(pdu)
         elif isinstance(pdu, AReleaseRqPDU):
             self.released = True
             self.channel.send(AReleaseRpPDU())  # PS3.8 §7.2: release is always affirmative
         elif isinstance(pdu, AAbortPDU):
             self.abort = pdu  # A-ABORT / A-P-ABORT: nothing to answer, the provider ends it
+
+    def _associate(self, rq: AAssociateRqPDU) -> None:
+        """PS3.8 §7.1: answer the A-ASSOCIATE-RQ with an AC (accepted contexts) or an RJ."""
+        self.admitted = True
+        answer, accepted = negotiate(
+            rq,
+            abstract_syntaxes=self.scp.abstract_syntaxes,
+            max_pdu_length=self.scp.max_pdu_length,
+            ae_title=self.scp.ae_title,
+            max_operations_performed=self.scp.max_operations,
+        )
+        self.contexts = {context.context_id: context for context in accepted}
+        self.channel.send(answer)  # raises if the association ended meanwhile (Sta13: AA-8)
+        calling, called = rq.calling_ae_title.strip(), rq.called_ae_title.strip()
+        if isinstance(answer, AAssociateRjPDU):
+            log.info(
+                "%s: association %s -> %s rejected (result %d, source %d, reason %d)",
+                self.peer,
+                calling,
+                called,
+                answer.result,
+                answer.source,
+                answer.reason_diag,
+            )
+            return
+        self.established = True
+        with self.scp.stats.lock:
+            self.scp.stats.associations += 1
+            self.scp.stats.active += 1
+        log.info(
+            "%s: association %s -> %s accepted (%d of %d presentation contexts)",
+            self.peer,
+            calling,
+            called,
+            len(accepted),
+            len(rq.presentation_context_items),
+        )
 
     def _pdv(self, item: PresentationDataValueItem) -> None:
         """Collect command fragments; stream data-set fragments (PS3.8 Annex E)."""
@@ -267,12 +328,56 @@ class _Session:
             log.warning("data set fragment without a command")
             self.channel.send(AAbortPDU(source=0, reason_diag=0))
             return
+        self._data_fragment(item)
+
+    def _data_fragment(self, item: PresentationDataValueItem) -> None:
+        """Write (or count and discard) one data-set fragment; answer after the last one."""
+        size = len(item.fragment)
+        self.received += size
         with self.scp.stats.lock:
-            self.scp.stats.bytes_received += len(item.fragment)
-        if self.sink is not None:
-            self.sink.write(item.fragment)
+            self.scp.stats.bytes_received += size
+        if self.status == SUCCESS:
+            if item.context_id != self.pending_context:
+                # PS3.8 §8.1 / Annex E: every fragment of a message (command and data set,
+                # PS3.7 §6.3) uses one presentation context; the transfer syntax of this data
+                # set is unknown. PS3.4 Table B.2-1: Error, Cannot understand (C000H).
+                self._fail(
+                    CANNOT_UNDERSTAND,
+                    f"data set on context {item.context_id}, request on {self.pending_context}",
+                )
+            elif self.received > self.scp.max_dataset_size:
+                # PS3.4 Table B.2-1: Refused, Out of Resources (A7xxH); answered at once so that
+                # a data set never marked last (PS3.8 Annex E.2) costs no disk and gets a status.
+                self._fail(OUT_OF_RESOURCES, f"data set over {self.scp.max_dataset_size} bytes")
+                self._answer_early()
+            elif self.partial is not None:
+                assert self.scp.files is not None
+                try:
+                    written = self.scp.files.write(self.partial, item.fragment)
+                except OSError as exc:
+                    self._fail(CANNOT_WRITE, f"cannot write: {exc.strerror}")
+                else:
+                    if not written:
+                        # The bound on bytes being received into the folder, all associations
+                        # together: PS3.4 Table B.2-1, Refused, Out of Resources (A7xxH).
+                        limit = self.scp.files.max_in_progress
+                        self._fail(OUT_OF_RESOURCES, f"over {limit} bytes being received")
+                        self._answer_early()
         if item.is_last:
             self._store_complete()
+
+    def _fail(self, status: int, comment: str) -> None:
+        """The pending request fails: drop its file, answer `status` after its data set."""
+        self.status, self.comment = status, comment
+        self._drop_partial()
+
+    def _drop_partial(self) -> None:
+        """Remove the temporary file of the pending store, if any."""
+        partial, self.partial = self.partial, None
+        if partial is not None:
+            partial.discard()
+            assert self.scp.files is not None
+            self.scp.files.release(partial)
 
     def _command_complete(self, context_id: int, data: bytes | memoryview) -> None:
         """A whole command set arrived: answer C-ECHO, prepare a C-STORE, refuse the rest."""
@@ -282,50 +387,100 @@ class _Session:
             log.warning("undecodable command set: %s", exc)
             self.channel.send(AAbortPDU(source=0, reason_diag=0))
             return
-        if command.command_field == _C_ECHO_RQ:
+        if command.command_field == _C_ECHO_RQ and not command.has_data_set:
             with self.scp.stats.lock:
                 self.scp.stats.echoes += 1
             self._respond(context_id, c_echo_rsp(command))
-        elif command.command_field == _C_STORE_RQ and command.has_data_set:
-            self.pending, self.pending_context = command, context_id
-            if self.scp.output_dir is not None:
-                self.sink = self._open_sink(command, self.contexts[context_id])
-        else:
-            response = CommandSet(
-                {
-                    0x0002: command.get_uid(0x0002),
-                    0x0100: (command.command_field | 0x8000) & 0xFFFF,
-                    0x0120: command.message_id,
-                    0x0800: NO_DATA_SET,
-                    0x0900: UNRECOGNIZED_OPERATION,
-                }
-            )
-            self._respond(context_id, response)
-
-    def _open_sink(self, command: CommandSet, context: AcceptedContext) -> BinaryIO:
-        """A Part 10 file named after the SOP instance, header written, ready for fragments."""
-        assert self.scp.output_dir is not None
+            return
+        if not command.has_data_set:
+            self._respond(context_id, _unrecognized(command))
+            return
+        # A data set follows (PS3.7 Table E.1-1): the answer waits for its last fragment.
+        self.pending, self.pending_context = command, context_id
+        self.status, self.comment, self.received, self.answered = SUCCESS, "", 0, False
+        if command.command_field != _C_STORE_RQ:
+            self.status = UNRECOGNIZED_OPERATION
+            return
+        context = self.contexts[context_id]
+        sop_class = command.get_uid(0x0002)
+        if not is_storage_class(context.abstract_syntax) or sop_class != context.abstract_syntax:
+            # PS3.7 Annex C: Refused, SOP Class not supported (0122H): the context's abstract
+            # syntax is not a Storage SOP class (e.g. Verification), or the request names
+            # another class than the context it came on (PS3.8 §7.1.1.13).
+            self.status = SOP_CLASS_NOT_SUPPORTED
+            self.comment = f"no storage of {sop_class or '(none)'} on context {context_id}"
+            return
+        files = self.scp.files
+        if files is None:
+            return
         instance = command.get_uid(0x1000)
-        name = re.sub(r"[^0-9A-Za-z.]", "_", instance) or "unnamed"
-        sink = (self.scp.output_dir / f"{name}.dcm").open("wb")
-        sink.write(part10_header(command.get_uid(0x0002), instance, context.transfer_syntax))
-        return sink
+        if files.busy(instance):
+            # Never two writers on one name: PS3.4 Table B.2-1, Refused, Out of Resources.
+            self.status = INSTANCE_BUSY
+            self.comment = "this SOP instance is being stored by another association"
+            return
+        try:
+            self.partial = files.claim(instance, sop_class, context.transfer_syntax)
+        except OSError as exc:
+            self.status, self.comment = CANNOT_WRITE, f"cannot write: {exc.strerror}"
 
     def _store_complete(self) -> None:
-        """The last data-set fragment arrived: close the file and answer C-STORE-RSP."""
-        assert self.pending is not None
-        status = SUCCESS
-        if self.sink is not None:
+        """The last data-set fragment arrived: rename the file into place, answer C-STORE-RSP."""
+        command = self.pending
+        assert command is not None
+        partial, self.partial = self.partial, None
+        if partial is not None and self.status == SUCCESS:
+            assert self.scp.files is not None
             try:
-                self.sink.close()
-            except OSError:
-                status = PROCESSING_FAILURE
-            self.sink = None
-        with self.scp.stats.lock:
-            self.scp.stats.stores += 1
-        command, context_id = self.pending, self.pending_context
+                partial.commit()
+            except OSError as exc:
+                partial.discard()
+                self.status, self.comment = CANNOT_WRITE, f"cannot write: {exc.strerror}"
+            finally:
+                self.scp.files.release(partial)
+        if command.command_field == _C_STORE_RQ:
+            self.stores += 1
+            with self.scp.stats.lock:
+                if self.status == SUCCESS:
+                    self.scp.stats.stores += 1
+                else:
+                    self.scp.stats.store_failures += 1
+            log.info(
+                "%s: C-STORE %s, %d bytes: status %04X%s",
+                self.peer,
+                command.get_uid(0x1000) or "(no instance UID)",
+                self.received,
+                self.status,
+                f" ({self.comment})" if self.comment else "",
+            )
+        if not self.answered:
+            self._answer()
         self.pending = None
-        self._respond(context_id, c_store_rsp(command, status))
+
+    def _answer_early(self) -> None:
+        """Answer a refused store before its last fragment; the rest is discarded."""
+        assert self.pending is not None
+        log.info(
+            "%s: C-STORE %s refused at %d bytes: status %04X (%s)",
+            self.peer,
+            self.pending.get_uid(0x1000) or "(no instance UID)",
+            self.received,
+            self.status,
+            self.comment,
+        )
+        self._answer()
+
+    def _answer(self) -> None:
+        """Send the response to the pending request, once (PS3.7 §9.3.1.2)."""
+        command = self.pending
+        assert command is not None
+        self.answered = True
+
+        if command.command_field == _C_STORE_RQ:
+            response = c_store_rsp(command, self.status, self.comment)
+        else:
+            response = _unrecognized(command)
+        self._respond(self.pending_context, response)
 
     def _respond(self, context_id: int, command: CommandSet) -> None:
         """Send a response command set as one last command fragment (PS3.8 Annex E.2: 03H)."""
@@ -333,102 +488,43 @@ class _Session:
         self.channel.send(PDataTfPDU([pdv]))
 
     def closed(self, outcome: str) -> None:
-        """The association is over: close a half-written file, count how it ended."""
-        if self.sink is not None:
-            with contextlib.suppress(OSError):
-                self.sink.close()
-            self.sink = None
+        """The association is over: remove a half-written file, count how it ended."""
+        self._drop_partial()
         self.scp.count_ending(self, outcome)
+        if self.established:
+            if outcome:
+                how = outcome
+            elif self.abort is not None:
+                how = "aborted" if self.abort.source == 0 else "provider-aborted"
+            else:
+                how = "released" if self.released else "ended"
+            log.info("%s: association %s after %d stores", self.peer, how, self.stores)
+
+
+def _unrecognized(command: CommandSet) -> CommandSet:
+    """PS3.7 Annex C: Refused, Unrecognized operation (0211H) for a command we do not perform."""
+    return CommandSet(
+        {
+            0x0002: command.get_uid(0x0002),
+            0x0100: (command.command_field | 0x8000) & 0xFFFF,
+            0x0120: command.message_id,
+            0x0800: NO_DATA_SET,
+            0x0900: UNRECOGNIZED_OPERATION,
+        }
+    )
+
+
+def _peer_name(channel: Channel) -> str:
+    """host:port of the requestor, for log lines."""
+    try:
+        host, port = channel.sock.getpeername()[:2] if channel.sock is not None else ("?", 0)
+    except OSError:
+        return "?"
+    return f"{host}:{port}"
 
 
 def add_subcommand(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register `netdicom2 scp`."""
-    p = sub.add_parser("scp", help="run a Verification/Storage SCP (one DULServer loop)")
-    p.add_argument(
-        "--port", type=bounded_int(0, 0xFFFF), default=11112, help="TCP port (default 11112)"
-    )
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--ae-title", default=None, help="reject other called AE titles (RJ 1/1/7)")
-    p.add_argument("--artim", type=seconds(), default=30.0, help="ARTIM timeout in seconds")
-    p.add_argument(
-        "--max-pdu",
-        type=bounded_int(0, MAX_LENGTH),
-        default=16384,
-        help="maximum PDU length we receive (0: unlimited)",
-    )
-    p.add_argument("--output-dir", type=Path, default=None, help="write received data sets here")
-    p.add_argument(
-        "--max-associations",
-        type=bounded_int(1, 1 << 20),
-        default=500,
-        help="concurrent associations",
-    )
-    p.add_argument(
-        "--max-pending",
-        type=bounded_int(1, 1 << 20),
-        default=1000,
-        help="connections without A-ASSOCIATE-RQ yet; beyond, the oldest is dropped",
-    )
-    p.add_argument(
-        "--idle-timeout",
-        type=seconds(zero=True),
-        default=60.0,
-        help="abort an association silent this long, seconds (0: never)",
-    )
-    p.add_argument(
-        "--send-timeout",
-        type=seconds(),
-        default=30.0,
-        help="drop a peer that reads nothing this long",
-    )
-    p.add_argument(
-        "--max-operations",
-        type=bounded_int(0, 0xFFFF),
-        default=0,
-        help="outstanding requests a requestor may invoke, PS3.7 D.3.3.3 (0: what it proposes)",
-    )
-    p.add_argument("-v", "--verbose", action="count", default=0, help="-v info, -vv debug")
-    p.set_defaults(handler=_run)
+    """Register `netdicom2 scp` (its options and runner are in app_scp_cli)."""
+    from netdicom2.app_scp_cli import add_scp
 
-
-def _raise_fd_limit() -> None:
-    """Lift the soft RLIMIT_NOFILE to the hard limit: each connection holds descriptors."""
-    with contextlib.suppress(ImportError, ValueError, OSError):
-        import resource
-
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def _run(args: argparse.Namespace) -> int:
-    """Serve until SIGINT or SIGTERM, then shut down cleanly."""
-    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2))
-    _raise_fd_limit()
-    if args.output_dir is not None:
-        args.output_dir.mkdir(parents=True, exist_ok=True)
-    scp = StorageSCP(
-        args.host,
-        args.port,
-        ae_title=args.ae_title,
-        artim_timeout=args.artim,
-        max_pdu_length=args.max_pdu,
-        output_dir=args.output_dir,
-        max_associations=args.max_associations,
-        max_pending=args.max_pending,
-        idle_timeout=args.idle_timeout or None,
-        send_timeout=args.send_timeout,
-        max_operations=args.max_operations,
-    )
-    done = threading.Event()
-
-    def on_signal(signum: int, _frame: object) -> None:
-        done.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    scp.start()
-    print(f"netdicom2 scp listening on {scp.address[0]}:{scp.address[1]}", flush=True)
-    done.wait()
-    scp.shutdown()
-    return 0
+    add_scp(sub)

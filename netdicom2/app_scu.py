@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import mmap
 import os
-import sys
+import socket
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -28,8 +29,18 @@ from netdicom2.acse import (
     check_window,
     window_granted,
 )
-from netdicom2.cli import MAX_LENGTH, bounded_int, seconds
+from netdicom2.cli import (
+    MAX_LENGTH,
+    JobError,
+    UsageError,
+    ae_title,
+    bounded_int,
+    connect_error,
+    seconds,
+)
 from netdicom2.dimse import (
+    COMMAND_FIELDS,
+    ERROR_COMMENT,
     VERIFICATION_SOP_CLASS,
     CommandFragments,
     CommandSet,
@@ -42,7 +53,7 @@ from netdicom2.dimse import (
     read_part10,
 )
 from netdicom2.dulprovider import Connector, DULServiceProvider
-from netdicom2.exceptions import NetDicomError, TimeoutError
+from netdicom2.exceptions import LocalProtocolError, NetDicomError, TimeoutError
 from netdicom2.framing import fragment
 from netdicom2.pdu import (
     PDU,
@@ -54,11 +65,22 @@ from netdicom2.pdu import (
     PDataTfPDU,
 )
 
-__all__ = ["Association", "AssociationError", "add_subcommands", "echo", "store"]
+__all__ = ["Association", "AssociationError", "ConnectError", "add_subcommands", "echo", "store"]
 
 
 class AssociationError(NetDicomError):
     """The association was rejected, aborted, or the peer did not answer in time."""
+
+
+class ConnectError(AssociationError):
+    """The TCP connection could not be made (refused, unknown host, unreachable, timed out)."""
+
+
+# PS3.8 Annex D.1 / E.1: a P-DATA-TF carrying one PDV needs 6 bytes of item header and an even
+# fragment of at least 2 bytes; a peer announcing less can receive nothing from us.
+MIN_PEER_MAX_LENGTH = 8
+_C_ECHO_RSP = COMMAND_FIELDS["C-ECHO-RSP"]
+_C_STORE_RSP = COMMAND_FIELDS["C-STORE-RSP"]
 
 
 class Association:
@@ -66,6 +88,13 @@ class Association:
 
     `max_operations` other than 1 proposes that many outstanding requests (sub-item 53H,
     PS3.7 D.3.3.3); `window` is what the acceptor granted: 1 when its AC has no 53H.
+
+    `timeout` bounds each exchange as a whole, not only each PDU: the TCP connect and the
+    A-ASSOCIATE answer, each response after its request was sent, and the A-RELEASE answer
+    (PS3.8 §9.1.4 Note 2: ACSE/DIMSE timers of the user, not ARTIM); a peer that reads none of
+    our data for `timeout` is dropped too. `time_limit` bounds everything from associate() on.
+    Whatever the peer answers that cannot be used (a rejection, an abort, an unusable maximum
+    length, a malformed or unexpected response) raises AssociationError after an A-ABORT.
     """
 
     def __init__(
@@ -79,10 +108,13 @@ class Association:
         timeout: float = 30.0,
         connect: Connector | None = None,
         max_operations: int = 1,
+        time_limit: float | None = None,
     ) -> None:
         # 0 (unlimited) would let responses pile up unread: our window is always bounded.
         check_window("max_operations", max_operations, minimum=1)
+        self.address = address
         self.timeout = timeout
+        self.time_limit = time_limit
         self.max_operations = max_operations
         self.window = 1
         self.rq = build_rq(
@@ -92,10 +124,17 @@ class Association:
             max_pdu_length=max_pdu_length,
             max_operations=max_operations,
         )
+        self._connect_failure: OSError | None = None
+        self._end = float("inf")  # the time_limit, once associate() started
+        self._exchange_end = float("inf")  # the current exchange's bound
         # One user thread alternates send() and receive(): it runs the provider's loop itself,
         # saving a thread start and the hand-offs (DULServiceProvider, threaded=False).
         self.dul = DULServiceProvider(
-            address=address, connect=connect, name="scu-dul", threaded=False
+            address=address,
+            connect=connect or self._connect,
+            name="scu-dul",
+            threaded=False,
+            send_timeout=timeout,
         )
         self.ac: AAssociateAcPDU | None = None
         self.contexts: list[AcceptedContext] = []
@@ -111,11 +150,43 @@ class Association:
         else:
             self.abort()
 
+    def _connect(self, address: tuple[str, int]) -> socket.socket:
+        """TRANSPORT CONNECT (PS3.8 §9.1.2) within the exchange; remembers why it failed."""
+        try:
+            return socket.create_connection(address, timeout=max(0.001, self._remaining()))
+        except OSError as exc:
+            self._connect_failure = exc
+            raise
+
+    def _begin(self) -> None:
+        """Start an exchange: it must be over within `timeout` (and the time limit)."""
+        self._exchange_end = min(self._end, time.monotonic() + self.timeout)
+
+    def _remaining(self) -> float:
+        """Seconds left in the current exchange."""
+        return self._exchange_end - time.monotonic()
+
     def associate(self) -> AAssociateAcPDU:
         """A-ASSOCIATE request; returns the AC or raises AssociationError (RJ, abort, time)."""
+        if self.time_limit is not None:
+            self._end = time.monotonic() + self.time_limit
+        self._begin()
         self.dul.send(self.rq)
-        answer = self._wait()
+        try:
+            answer = self._wait("A-ASSOCIATE answer")
+        except AssociationError:
+            failure = self._connect_failure
+            if failure is not None:
+                host, port = self.address
+                raise ConnectError(connect_error(failure, host, port)) from None
+            raise
         if isinstance(answer, AAssociateAcPDU):
+            peer_max = answer.max_length or 0
+            if 0 < peer_max < MIN_PEER_MAX_LENGTH:
+                raise self.unusable(
+                    f"the peer's Maximum Length Received is {peer_max}: no PDV fits in it "
+                    f"(PS3.8 Annex D.1; at least {MIN_PEER_MAX_LENGTH})"
+                )
             self.ac = answer
             self.contexts = accepted_contexts(self.rq, answer)
             self.window = window_granted(answer, self.max_operations)
@@ -126,7 +197,7 @@ class Association:
                 f"association rejected: result {answer.result}, source {answer.source}, "
                 f"reason {answer.reason_diag} (PS3.8 Table 9-21)"
             )
-        raise AssociationError(f"association not established: {answer!r}")
+        raise AssociationError(f"association not established: {type(answer).__name__}")
 
     def context_for(self, abstract_syntax: str, transfer_syntax: str | None = None) -> int:
         """The ID of an accepted context for this abstract (and transfer) syntax."""
@@ -135,7 +206,7 @@ class Association:
                 transfer_syntax is None or context.transfer_syntax == transfer_syntax
             ):
                 return context.context_id
-        raise AssociationError(f"no accepted presentation context for {abstract_syntax}")
+        raise self.unusable(f"no accepted presentation context for {abstract_syntax}")
 
     def send_message(
         self, context_id: int, command: CommandSet, dataset: bytes | memoryview | None = None
@@ -143,27 +214,60 @@ class Association:
         """Command fragments, then data-set fragments, within the peer's maximum (Annex E)."""
         peer_max = self.dul.connection.peer_max_pdu_length or 0
         data = encode_command(command)
-        for pdu in fragment(context_id, data, is_command=True, max_pdu_length=peer_max):
-            self.dul.send(pdu)
-        if dataset is not None:
-            for pdu in fragment(context_id, dataset, is_command=False, max_pdu_length=peer_max):
+        try:
+            for pdu in fragment(context_id, data, is_command=True, max_pdu_length=peer_max):
                 self.dul.send(pdu)
+            if dataset is not None:
+                for pdu in fragment(context_id, dataset, is_command=False, max_pdu_length=peer_max):
+                    self.dul.send(pdu)
+        except LocalProtocolError:
+            # The association ended while we sent (the peer aborted, or read nothing for
+            # `timeout` and the transport was dropped): say how, from its last indication.
+            self._begin()
+            try:
+                self._wait("response")
+                how = "the association ended"
+            except AssociationError as exc:
+                how = str(exc)  # starts with the indication: A-ABORT / A-P-ABORT ...
+            raise AssociationError(
+                f"{how} while the request was sent (a peer that reads nothing for "
+                f"{self.timeout:g} s is dropped)"
+            ) from None
 
-    def receive_command(self) -> CommandSet:
-        """Wait for a whole response command set (data sets of responses are not expected)."""
+    def receive_command(self, expected: int | None = None) -> CommandSet:
+        """Wait (within `timeout` in all) for a whole response command set.
+
+        Responses to C-ECHO and C-STORE carry no data set (PS3.7 §9.3.1.2, §9.3.5.2): a
+        data-set fragment, a malformed command set or one that is not `expected` (a command
+        field) is an answer we cannot use: A-ABORT and AssociationError.
+        """
+        self._begin()
         fragments = CommandFragments()
         while True:
-            pdu = self._wait()
+            pdu = self._wait("response")
             if not isinstance(pdu, PDataTfPDU):
-                raise AssociationError(f"association ended while waiting for a response: {pdu!r}")
+                self.dul.kill()
+                raise AssociationError(
+                    f"association ended while waiting for a response: {type(pdu).__name__}"
+                )
             for item in pdu.data_value_items:
-                if item.is_command:
-                    try:
-                        data = fragments.add(item.fragment, item.is_last)
-                    except DimseError as exc:
-                        raise AssociationError(f"response {exc}") from None
-                    if data is not None:
-                        return decode_command(data)
+                if not item.is_command:
+                    raise self.unusable("the peer sent a data set where a response was due")
+                try:
+                    data = fragments.add(item.fragment, item.is_last)
+                    if data is None:
+                        continue
+                    response = decode_command(data)
+                except DimseError as exc:
+                    raise self.unusable(f"response {exc}") from None
+                if expected is not None and response.command_field != expected:
+                    raise self.unusable(
+                        f"response has command field {response.command_field:04X}H, "
+                        f"not {expected:04X}H (PS3.7 §9.3)"
+                    )
+                if response.status is None:
+                    raise self.unusable("response has no Status (0000,0900) (PS3.7 §9.3)")
+                return response
 
     def next_message_id(self) -> int:
         """Message IDs 1, 2, 3, ... (PS3.7 §9.3: unique among outstanding requests)."""
@@ -171,10 +275,11 @@ class Association:
         return self._message_id
 
     def release(self) -> None:
-        """A-RELEASE request; waits for the confirmation, then stops the provider."""
+        """A-RELEASE request; waits (within `timeout`) for the confirmation, then stops."""
+        self._begin()
         try:
             self.dul.send(AReleaseRqPDU())
-            while not isinstance(self._wait(), AReleaseRpPDU):
+            while not isinstance(self._wait("A-RELEASE-RP"), AReleaseRpPDU):
                 pass  # PS3.8 AR-6: P-DATA may still arrive after our A-RELEASE-RQ
         finally:
             self.dul.kill()
@@ -183,44 +288,80 @@ class Association:
         """A-ABORT request (Evt15 → AA-1) if the association is still up; stop the provider."""
         self.dul.kill()
 
-    def _wait(self) -> PDU:
-        """The next indication within the timeout; an abort or timeout raises."""
+    def unusable(self, reason: str) -> AssociationError:
+        """An answer we cannot use: A-ABORT (Evt15 → AA-1) and the error to raise."""
+        self.dul.kill()
+        return AssociationError(f"{reason}; aborted")
+
+    def _wait(self, what: str) -> PDU:
+        """The next indication within the exchange's time; an abort or the time's end raises."""
+        remaining = self._remaining()
         try:
-            pdu = self.dul.receive(self.timeout)
+            if remaining <= 0:
+                raise TimeoutError(what)
+            pdu = self.dul.receive(min(self.timeout, remaining))
+        except LocalProtocolError:  # ProviderStoppedError: the loop ended, nothing more comes
+            self.dul.kill()
+            raise AssociationError(f"association ended while waiting for {what}") from None
         except TimeoutError:
             self.dul.kill()
-            raise AssociationError(f"no answer within {self.timeout} s; aborted") from None
+            limit = self.timeout
+            if self._exchange_end == self._end and self.time_limit is not None:
+                limit = self.time_limit
+            raise AssociationError(f"no {what} within {limit:g} s; aborted") from None
         if isinstance(pdu, AAbortPDU):
             self.dul.kill()
+            if self._connect_failure is not None:
+                raise AssociationError("connect failed")
             kind = "A-ABORT" if pdu.source == 0 else "A-P-ABORT"
             raise AssociationError(f"{kind}: source {pdu.source}, reason {pdu.reason_diag}")
         return pdu
 
 
 def echo(address: tuple[str, int], **kwargs: object) -> int:
-    """Associate, C-ECHO, release; returns the C-ECHO-RSP status."""
+    """Associate, C-ECHO, release; returns the C-ECHO-RSP status.
+
+    The whole exchange is bounded by `timeout` (`time_limit`, unless given otherwise).
+    """
     contexts = [(VERIFICATION_SOP_CLASS, ["1.2.840.10008.1.2"])]
+    kwargs.setdefault("time_limit", kwargs.get("timeout", 30.0))
     with Association(address, contexts, **kwargs) as assoc:  # type: ignore[arg-type]
         assoc.send_message(assoc.context_for(VERIFICATION_SOP_CLASS), c_echo_rq(1))
-        status = assoc.receive_command().status
-    return -1 if status is None else status
+        response = assoc.receive_command(_C_ECHO_RSP)
+        if response.message_id_being_responded_to != 1:  # PS3.7 §9.3.5.2
+            raise assoc.unusable(
+                f"C-ECHO-RSP for message {response.message_id_being_responded_to}, not 1"
+            )
+    return -1 if response.status is None else response.status
 
 
-def store(address: tuple[str, int], files: Sequence[Path], **kwargs: object) -> list[int]:
-    """Send each Part 10 file with C-STORE in one association; returns the statuses."""
+def store(
+    address: tuple[str, int],
+    files: Sequence[Path],
+    *,
+    statuses: list[int] | None = None,
+    comments: list[str] | None = None,
+    **kwargs: object,
+) -> list[int]:
+    """Send each Part 10 file with C-STORE in one association; returns the statuses.
+
+    `statuses`, when given, receives each status as it is known (what a failure leaves);
+    `comments` the Error Comment (0000,0902) of each response ("" when none).
+    """
     metas = [_file_meta(path) for path in files]
     proposals: list[tuple[str, list[str]]] = []
     for meta in metas:
         wanted = [meta.transfer_syntax_uid]
         if (meta.sop_class_uid, wanted) not in proposals:
             proposals.append((meta.sop_class_uid, wanted))
-    statuses: list[int] = []
+    results: list[int] = [] if statuses is None else statuses
+    notes: list[str] = [] if comments is None else comments
     outstanding: deque[int] = deque()  # message IDs sent, oldest first, until reported
-    answered: dict[int, int] = {}
+    answered: dict[int, tuple[int, str]] = {}
     with Association(address, proposals, **kwargs) as assoc:  # type: ignore[arg-type]
         for path, meta in zip(files, metas, strict=True):
             while len(outstanding) - len(answered) >= assoc.window:  # PS3.7 D.3.3.3
-                _collect(assoc, outstanding, answered, statuses)
+                _collect(assoc, outstanding, answered, results, notes)
             context_id = assoc.context_for(meta.sop_class_uid, meta.transfer_syntax_uid)
             message_id = assoc.next_message_id()
             command = c_store_rq(message_id, meta.sop_class_uid, meta.sop_instance_uid)
@@ -228,25 +369,32 @@ def store(address: tuple[str, int], files: Sequence[Path], **kwargs: object) -> 
                 assoc.send_message(context_id, command, data[meta.dataset_offset :])
             outstanding.append(message_id)
         while outstanding:
-            _collect(assoc, outstanding, answered, statuses)
-    return statuses
+            _collect(assoc, outstanding, answered, results, notes)
+    return results
 
 
 def _collect(
-    assoc: Association, outstanding: deque[int], answered: dict[int, int], statuses: list[int]
+    assoc: Association,
+    outstanding: deque[int],
+    answered: dict[int, tuple[int, str]],
+    statuses: list[int],
+    comments: list[str],
 ) -> None:
     """Receive one C-STORE-RSP; append the statuses of the oldest requests now answered.
 
     Responses are matched by Message ID Being Responded To (PS3.7 §9.3.1.2), so a peer may
     answer outstanding requests in any order; the statuses keep the order of the files.
     """
-    response = assoc.receive_command()
+    response = assoc.receive_command(_C_STORE_RSP)
     responded = response.message_id_being_responded_to
     if responded not in outstanding or responded in answered:
-        raise AssociationError(f"C-STORE-RSP for message {responded}, which is not outstanding")
-    answered[responded] = -1 if response.status is None else response.status
+        raise assoc.unusable(f"C-STORE-RSP for message {responded}, which is not outstanding")
+    status = -1 if response.status is None else response.status
+    answered[responded] = (status, response.get_uid(ERROR_COMMENT))
     while outstanding and outstanding[0] in answered:
-        statuses.append(answered.pop(outstanding.popleft()))
+        status, comment = answered.pop(outstanding.popleft())
+        statuses.append(status)
+        comments.append(comment)
 
 
 # Files up to this size are read with one read(): cheaper than the page faults of a mapping.
@@ -299,11 +447,6 @@ def _contents(path: Path) -> Iterator[memoryview]:
             mapped.close()
 
 
-def _address(host: str, port: int) -> tuple[str, int]:
-    """(host, port) for the provider."""
-    return (host, port)
-
-
 def add_subcommands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register `netdicom2 echo` and `netdicom2 store`."""
     for name, help_text in (
@@ -315,16 +458,24 @@ def add_subcommands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         p.add_argument("port", type=bounded_int(1, 0xFFFF))
         if name == "store":
             p.add_argument("files", nargs="+", type=Path, metavar="FILE")
-        p.add_argument("--called-ae", default="ANY-SCP", help="called AE title")
-        p.add_argument("--calling-ae", default="NETDICOM2", help="calling AE title")
+        p.add_argument("--called-ae", type=ae_title, default="ANY-SCP", help="called AE title")
+        p.add_argument("--calling-ae", type=ae_title, default="NETDICOM2", help="calling AE title")
         p.add_argument(
             "--max-pdu",
             type=bounded_int(0, MAX_LENGTH),
             default=16384,
             help="maximum PDU length we receive (0: unlimited)",
         )
+        scope = (
+            "the whole echo"
+            if name == "echo"
+            else "each exchange (associate, each response, release)"
+        )
         p.add_argument(
-            "--timeout", type=seconds(), default=30.0, help="seconds to wait for answers"
+            "--timeout",
+            type=seconds(),
+            default=30.0,
+            help=f"seconds for {scope}, and for a peer that reads nothing",
         )
         if name == "store":
             p.add_argument(
@@ -333,6 +484,9 @@ def add_subcommands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                 default=1,
                 help="C-STOREs outstanding at once if the acceptor agrees (PS3.7 D.3.3.3)",
             )
+        p.add_argument(
+            "-v", "--verbose", action="count", default=0, help="-v provider log, -vv transitions"
+        )
         p.set_defaults(handler=_run_echo if name == "echo" else _run_store)
 
 
@@ -349,26 +503,67 @@ def _kwargs(args: argparse.Namespace) -> dict[str, object]:
     return kwargs
 
 
+def _quiet_logging(verbose: int) -> None:
+    """The provider's log only with -v: every failure it sees is our one line on stderr."""
+    level = (logging.CRITICAL + 10, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
 def _run_echo(args: argparse.Namespace) -> int:
     """Exit 0 when the peer answers C-ECHO with status 0000H."""
+    _quiet_logging(args.verbose)
     started = time.perf_counter()
     try:
-        status = echo(_address(args.host, args.port), **_kwargs(args))
-    except (AssociationError, OSError) as exc:
-        print(f"netdicom2 echo: {exc}", file=sys.stderr)
-        return 1
+        status = echo((args.host, args.port), **_kwargs(args))
+    except AssociationError as exc:
+        raise JobError(str(exc)) from None
     elapsed = (time.perf_counter() - started) * 1000
     print(f"C-ECHO {args.host}:{args.port}: status 0x{status:04X} ({elapsed:.1f} ms)")
     return 0 if status == 0 else 1
 
 
+def _check_files(files: Sequence[Path]) -> None:
+    """Every FILE is a readable Part 10 file, before any connection (UsageError naming it)."""
+    for path in files:
+        try:
+            _file_meta(path)
+        except OSError as exc:
+            raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+        except DimseError as exc:
+            raise UsageError(f"{path}: {exc}") from None
+
+
 def _run_store(args: argparse.Namespace) -> int:
     """Exit 0 when every file was stored with status 0000H."""
+    _quiet_logging(args.verbose)
+    _check_files(args.files)
+    statuses: list[int] = []
+    comments: list[str] = []
+    failure: str | None = None
     try:
-        statuses = store(_address(args.host, args.port), args.files, **_kwargs(args))
-    except (AssociationError, DimseError, OSError) as exc:
-        print(f"netdicom2 store: {exc}", file=sys.stderr)
-        return 1
-    for path, status in zip(args.files, statuses, strict=True):
-        print(f"C-STORE {path}: status 0x{status:04X}")
+        store(
+            (args.host, args.port),
+            args.files,
+            statuses=statuses,
+            comments=comments,
+            **_kwargs(args),
+        )
+    except (AssociationError, DimseError) as exc:
+        failure = str(exc)
+    except KeyboardInterrupt:
+        _print_statuses(args.files, statuses, comments)
+        raise
+    _print_statuses(args.files, statuses, comments)
+    if failure is not None:
+        done = f" after {len(statuses)} of {len(args.files)} files" if statuses else ""
+        raise JobError(f"{failure}{done}")
     return 0 if all(s == 0 for s in statuses) else 1
+
+
+def _print_statuses(
+    files: Sequence[Path], statuses: Sequence[int], comments: Sequence[str]
+) -> None:
+    """One line per file answered, with the peer's Error Comment when it gave one."""
+    for path, status, comment in zip(files, statuses, comments, strict=False):
+        note = f" ({comment})" if comment else ""
+        print(f"C-STORE {path}: status 0x{status:04X}{note}", flush=True)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "COMMAND_FIELDS",
+    "ERROR_COMMENT",
     "MAX_COMMAND_LENGTH",
     "NO_DATA_SET",
     "VERIFICATION_SOP_CLASS",
@@ -25,6 +26,7 @@ __all__ = [
     "c_store_rsp",
     "decode_command",
     "encode_command",
+    "is_storage_class",
     "part10_header",
     "read_part10",
 ]
@@ -52,7 +54,47 @@ _UID_TAGS = {0x0002, 0x0003, 0x1000, 0x1001}
 _US_TAGS = {0x0100, 0x0110, 0x0120, 0x0700, 0x0800, 0x0900, 0x1020, 0x1021, 0x1022, 0x1023}
 _UL_TAGS = {0x0000}
 _AE_TAGS = {0x0600, 0x1030}
-_TEXT_TAGS = _UID_TAGS | _AE_TAGS
+# (0000,0902) Error Comment, LO: at most 64 characters (PS3.7 Annex C, PS3.5 Table 6.2-1).
+ERROR_COMMENT = 0x0902
+_LO_TAGS = {ERROR_COMMENT}
+_LO_LENGTH = 64
+_TEXT_TAGS = _UID_TAGS | _AE_TAGS | _LO_TAGS
+
+# Standard SOP classes (root 1.2.840.10008, PS3.6 Annex A) that are not Storage SOP classes
+# (PS3.4 Annex B): a C-STORE on a presentation context for one of them is refused.
+_NOT_STORAGE_PREFIXES = (
+    "1.2.840.10008.1.",  # Verification, Storage Commitment, Procedural Event Logging, ...
+    "1.2.840.10008.3.",  # detached management, MPPS
+    "1.2.840.10008.5.1.1.",  # print management
+    "1.2.840.10008.5.1.4.1.2.",  # Query/Retrieve information models
+    "1.2.840.10008.5.1.4.20.",  # Composite Instance Root Retrieve
+    "1.2.840.10008.5.1.4.31",  # Modality Worklist
+    "1.2.840.10008.5.1.4.32.",  # General Purpose Worklist
+    "1.2.840.10008.5.1.4.33",  # Instance Availability Notification
+    "1.2.840.10008.5.1.4.34.6.",  # UPS push/watch/pull/event/query
+    "1.2.840.10008.5.1.4.37.",  # Relevant Patient Information Query
+    "1.2.840.10008.5.1.4.38.2",  # Hanging Protocol find/move/get
+    "1.2.840.10008.5.1.4.38.3",
+    "1.2.840.10008.5.1.4.38.4",
+    "1.2.840.10008.5.1.4.39.2",  # Color Palette find/move/get
+    "1.2.840.10008.5.1.4.39.3",
+    "1.2.840.10008.5.1.4.39.4",
+    "1.2.840.10008.5.1.4.41",  # Product Characteristics Query
+    "1.2.840.10008.5.1.4.42",  # Substance Approval Query
+)
+_VERIFICATION = "1.2.840.10008.1.1"
+
+
+def is_storage_class(sop_class_uid: str) -> bool:
+    """False for a standard SOP class that is not a Storage SOP class (PS3.4 Annex B).
+
+    UIDs outside the DICOM root (private SOP classes) are taken as storage classes.
+    """
+    uid = sop_class_uid.rstrip("\0 ")
+    if uid == _VERIFICATION:
+        return False
+    return not any(uid == p.rstrip(".") or uid.startswith(p) for p in _NOT_STORAGE_PREFIXES)
+
 
 # Implicit VR LE element header: group, element, value length (PS3.5 §7.1.3).
 _ELEMENT = struct.Struct("<HHI")
@@ -125,6 +167,9 @@ def encode_command(command: CommandSet) -> bytes:
             raw = _pad_even(str(value).encode("ascii"), b"\x00")
         elif element in _AE_TAGS:
             raw = _pad_even(str(value).encode("ascii"), b" ")
+        elif element in _LO_TAGS:
+            text = str(value)[:_LO_LENGTH].replace("\\", "/")
+            raw = _pad_even(text.encode("ascii", "replace"), b" ")
         else:
             raise DimseError(f"element (0000,{element:04X}) is not supported")
         parts.append(_ELEMENT.pack(0x0000, element, len(raw)))
@@ -218,18 +263,19 @@ def c_store_rq(message_id: int, sop_class: str, sop_instance: str, priority: int
     )
 
 
-def c_store_rsp(request: CommandSet, status: int = 0x0000) -> CommandSet:
-    """C-STORE-RSP answering `request` (PS3.7 §9.3.1.2)."""
-    return CommandSet(
-        {
-            0x0002: request.get_uid(0x0002),
-            0x0100: 0x8001,
-            0x0120: request.message_id,
-            0x0800: NO_DATA_SET,
-            0x0900: status,
-            0x1000: request.get_uid(0x1000),
-        }
-    )
+def c_store_rsp(request: CommandSet, status: int = 0x0000, comment: str = "") -> CommandSet:
+    """C-STORE-RSP answering `request` (PS3.7 §9.3.1.2), an Error Comment with a failure."""
+    elements: dict[int, str | int] = {
+        0x0002: request.get_uid(0x0002),
+        0x0100: 0x8001,
+        0x0120: request.message_id,
+        0x0800: NO_DATA_SET,
+        0x0900: status,
+        0x1000: request.get_uid(0x1000),
+    }
+    if comment:
+        elements[ERROR_COMMENT] = comment  # PS3.7 Annex C: (0000,0902) with a failure
+    return CommandSet(elements)
 
 
 @dataclass(frozen=True)
