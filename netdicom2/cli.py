@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
+from typing import NoReturn
 
 from netdicom2 import __version__
 
@@ -26,6 +27,7 @@ __all__ = [
     "MAX_LENGTH",
     "Interrupted",
     "JobError",
+    "Parser",
     "UsageError",
     "ae_title",
     "bounded_int",
@@ -86,9 +88,17 @@ SUBCOMMANDS: dict[str, str] = {
 Handler = Callable[[argparse.Namespace], int]
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line naming the value (exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print `PROG: error: MESSAGE (PROG --help lists the options)` and exit 2."""
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with every registered subcommand."""
-    parser = argparse.ArgumentParser(
+    """The top-level parser with every registered subcommand (subparsers are Parsers too)."""
+    parser = Parser(
         prog="netdicom2",
         description="DICOM Upper Layer (PS3.8) provider, conformance harness and fault injector.",
     )
