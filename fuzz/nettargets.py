@@ -17,10 +17,11 @@ from collections.abc import Callable
 
 from conformance.table import INDICATING
 from fuzz.check import Facts, Judgement, evaluate
+from fuzz.interp import NETDICOM2
 from fuzz.oracle import Policy
 from fuzz.scenarios import PIPELINE_PREFIX, SCENARIOS, black_box_scenarios
 from fuzz.strategies import Case
-from fuzz.targets import Result, _prefix, _requestor_rq, _User
+from fuzz.targets import Result, _prefix, _requestor_rq, _User, first_ac
 from fuzz.wire import Peer, run_setup
 from netdicom2.connection import Transition
 from netdicom2.dulprovider import DULServiceProvider
@@ -133,8 +134,6 @@ class ProviderTarget:
                 facts.setup_error = "the requestor did not connect"
             elif not case.pipelined:
                 facts.setup_error = run_setup(peer, scenario.steps, facts, recorder.wait_state)
-            else:
-                facts.accepted, facts.peer_max = frozenset({1, 3}), 16384
             if not facts.setup_error:
                 facts.t_start = peer.times[-1] if peer.times else facts.t_start
                 self._settle(user, recorder)
@@ -159,8 +158,14 @@ class ProviderTarget:
         elif problems:
             judgement = Judgement("failure", "; ".join(problems))
         else:
+            facts.target_ac = first_ac(peer.outputs)
             judgement = evaluate(
-                case.pdus, observed, facts, scenario.user.policy(), tolerance=self.tolerance
+                case.pdus,
+                observed,
+                facts,
+                scenario.user.policy(),
+                tolerance=self.tolerance,
+                readings=NETDICOM2,
             )
         elapsed = time.perf_counter() - began
         return Result(case, judgement, observed.outcome(), recorder.cells, elapsed, peer.raw())
@@ -312,6 +317,7 @@ class RemoteTarget:
         facts.t_close = peer.t_close
         observed = peer.observed(None)
         observed.artim_expired = peer.lingered_out
+        facts.target_ac = first_ac(peer.outputs)
         judgement = evaluate(case.pdus, observed, facts, policy, tolerance=self.tolerance)
         if not self.alive():
             self.crashed = True

@@ -14,7 +14,7 @@ the observed trace.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from fuzz.spec import ARTIM_STATES, EFFECTS, PDU_EVENT, load_table
@@ -36,21 +36,43 @@ class Frame:
     interp: bool = False  # Evt19 only by a contextual [interp] rule (validate.Verdict)
     abort_source: int | None = None  # for Evt16: AA-3 indicates A-ABORT (0) or A-P-ABORT
     unknown_type: bool = False  # a receiver may not know where the next PDU starts (§9.3.1)
+    rules: tuple[str, ...] = ()  # the [interp] rules (fuzz.interp keys) this PDU touches
 
 
-def frame_of(verdict: Verdict, label: str = "", *, relax_interp: bool = False) -> Frame:
-    """The events PS3.8 allows for a PDU of this verdict (spec notes §4.1)."""
+def frame_of(
+    verdict: Verdict,
+    label: str = "",
+    *,
+    relax_interp: bool = False,
+    readings: Mapping[str, str] | None = None,
+) -> Frame:
+    """The events PS3.8 allows for a PDU of this verdict (spec notes §4.1).
+
+    A PDU invalid only by [interp] rules (``fuzz.interp``) raises Evt19 by default, either
+    event with ``relax_interp``, and with ``readings`` (the reading a known implementation
+    takes of each rule) exactly the event those readings give.
+    """
     own = PDU_EVENT.get(verdict.pdu_type)
-    if own is None or (verdict.level == INVALID and not (relax_interp and verdict.interp)):
-        events: tuple[str, ...] = ("Evt19",)
+    interp = verdict.level == INVALID and verdict.interp
+    events: tuple[str, ...]
+    if own is not None and interp and readings is not None:
+        taken = {readings.get(rule, "Evt19") for rule in verdict.interp_rules}
+        if taken == {"Evt19"}:
+            events = ("Evt19",)
+        elif len(taken) == 1 and not verdict.undecided:
+            events = (own,)
+        else:
+            events = (own, "Evt19")
+    elif own is None or (verdict.level == INVALID and not (relax_interp and verdict.interp)):
+        events = ("Evt19",)
     elif verdict.level == VALID:
         events = (own,)
     else:  # EITHER, or a relaxed [interp] rule
         events = (own, "Evt19")
-    interp = verdict.level == INVALID and verdict.interp
     source = verdict.source if verdict.pdu_type == 0x07 else None
     unknown = verdict.pdu_type not in PDU_EVENT
-    return Frame(events, label, verdict.version_bit0, interp, source, unknown)
+    rules = tuple(verdict.interp_rules)
+    return Frame(events, label, verdict.version_bit0, interp, source, unknown, rules)
 
 
 def wire_kind(data: bytes) -> str:
