@@ -22,12 +22,12 @@ from fuzz.oracle import Policy
 from fuzz.scenarios import PIPELINE_PREFIX, SCENARIOS, black_box_scenarios
 from fuzz.strategies import Case
 from fuzz.targets import Result, _prefix, _requestor_rq, _User, first_ac
-from fuzz.wire import Peer, run_setup
+from fuzz.wire import Peer, run_setup, setup_pdu
 from netdicom2.connection import Transition
 from netdicom2.dulprovider import DULServiceProvider
 from netdicom2.exceptions import NetDicomError, TimeoutError
 
-__all__ = ["ProviderTarget", "RemoteTarget", "parse_address"]
+__all__ = ["ProviderTarget", "RemoteTarget", "identity", "parse_address"]
 
 Connector = Callable[[tuple[str, int]], socket.socket]
 
@@ -106,6 +106,7 @@ class ProviderTarget:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.listener.settimeout(response_timeout)
         self.baseline = (threading.active_count(), _open_fds())
+        self.deadline: float | None = None  # the campaign's end: Peer raises OutOfTime past it
 
     def close(self) -> None:
         """Stop listening."""
@@ -127,11 +128,15 @@ class ProviderTarget:
         user_thread.start()
         if scenario.requestor:
             peer_sock = self._accept()
-        peer = Peer(peer_sock or socket.socket(), response_timeout=self.response_timeout)
+        peer = Peer(
+            peer_sock or socket.socket(),
+            response_timeout=self.response_timeout,
+            deadline=self.deadline,
+        )
         problems: list[str] = []
         try:
             if peer_sock is None:
-                facts.setup_error = "the requestor did not connect"
+                facts.setup_error = "other: the requestor did not connect"
             elif not case.pipelined:
                 facts.setup_error = run_setup(peer, scenario.steps, facts, recorder.wait_state)
             if not facts.setup_error:
@@ -247,9 +252,16 @@ class ProviderTarget:
 
 
 class RemoteTarget:
-    """A remote acceptor at HOST:PORT, judged from the wire alone (black box)."""
+    """A remote acceptor at HOST:PORT, judged from the wire alone (black box).
+
+    A refused connection is a crash only when the peer keeps refusing (``REFUSED_FOR`` s), and
+    a peer that stays silent and open through ``SILENT_CASES`` cases in a row has stopped
+    answering (also a crash); shorter refusals count as setup failures (``refused``).
+    """
 
     ends: tuple[str, ...] = ("fin", "quiet", "quiet", "linger")
+    REFUSED_FOR = 1.0
+    SILENT_CASES = 3
 
     def __init__(
         self,
@@ -264,7 +276,9 @@ class RemoteTarget:
     ) -> None:
         self.address = address
         self.name = f"{address[0]}:{address[1]}"
-        self.connector = connect or (lambda a: socket.create_connection(a, timeout=5))
+        self.connector = connect or (
+            lambda a: socket.create_connection(a, timeout=response_timeout)
+        )
         self.artim = artim
         self.response_timeout = response_timeout
         self.quiet = quiet
@@ -273,17 +287,48 @@ class RemoteTarget:
         self.scenarios = black_box_scenarios()
         self.pipelinable = frozenset(PIPELINE_PREFIX)
         self.crashed = False
+        self.stopped = ""  # why the peer counts as crashed or gone
+        self.silent = 0  # cases in a row without a byte or a close from the peer
+        self.deadline: float | None = None
+        self.identity: dict[str, str] = {}
 
     def close(self) -> None:
         """Nothing held between cases."""
 
     def alive(self) -> bool:
-        """A fresh connection is accepted (else the peer crashed: connection refused)."""
+        """A fresh connection is accepted, now or within ``REFUSED_FOR`` seconds."""
+        until = time.monotonic() + self.REFUSED_FOR
+        while True:
+            try:
+                self.connector(self.address).close()
+            except OSError:
+                if time.monotonic() >= until:
+                    return False
+                threading.Event().wait(0.1)  # harness back-off between probes
+                continue
+            return True
+
+    def check(self) -> None:
+        """Before a campaign: connect and associate once; raise OSError or say it is silent.
+
+        Raises ``OSError`` when nothing can be connected (the caller names the address) and
+        ``ConnectionError`` when the peer accepts but never answers an A-ASSOCIATE-RQ. Records
+        the peer's identity from its A-ASSOCIATE-AC (implementation class UID, version name).
+        """
+        sock = self.connector(self.address)
+        peer = Peer(sock, response_timeout=self.response_timeout)
         try:
-            self.connector(self.address).close()
-        except OSError:
-            return False
-        return True
+            peer.send(setup_pdu("RQ"))
+            answer = peer.expect("")
+            if answer is None:
+                raise ConnectionError(
+                    f"{self.name} accepted the connection but answered nothing to an "
+                    f"A-ASSOCIATE-RQ within {self.response_timeout:g} s ({peer.end or 'open'})"
+                )
+            self.identity = identity(answer)
+            peer.send(bytes.fromhex("07000000000400000000"))  # A-ABORT: we are done
+        finally:
+            peer.close()
 
     def run(self, case: Case) -> Result:
         """One case on a fresh connection; black-box oracle, then the crash probe."""
@@ -295,10 +340,9 @@ class RemoteTarget:
         try:
             sock = self.connector(self.address)
         except OSError as exc:
-            self.crashed = True
-            return Result(case, Judgement("crash", f"connection refused: {exc}"), "crash")
+            return self._refused(case, exc)
         facts.t_start = time.monotonic()
-        peer = Peer(sock, response_timeout=self.response_timeout)
+        peer = Peer(sock, response_timeout=self.response_timeout, deadline=self.deadline)
         try:
             if not case.pipelined:
                 facts.setup_error = run_setup(peer, scenario.steps, facts, None)
@@ -319,10 +363,49 @@ class RemoteTarget:
         observed.artim_expired = peer.lingered_out
         facts.target_ac = first_ac(peer.outputs)
         judgement = evaluate(case.pdus, observed, facts, policy, tolerance=self.tolerance)
-        if not self.alive():
+        silent = not peer.outputs and peer.end is None and peer.our_close != "rst"
+        self.silent = self.silent + 1 if silent else 0
+        if self.silent >= self.SILENT_CASES:
             self.crashed = True
+            self.stopped = f"stopped answering: {self.silent} cases without a byte or a close"
+            judgement = Judgement("crash", self.stopped, labels=judgement.labels, key="silent")
+        elif not self.alive():
+            self.crashed = True
+            self.stopped = f"refuses connections for {self.REFUSED_FOR:g} s"
             judgement = Judgement(
-                "crash", f"refused after: {judgement.detail}", labels=judgement.labels
+                "crash",
+                f"refused after: {judgement.detail}",
+                labels=judgement.labels,
+                key="refused after the case",
             )
         elapsed = time.perf_counter() - began
         return Result(case, judgement, observed.outcome(), judgement.cells, elapsed, peer.raw())
+
+    def _refused(self, case: Case, exc: OSError) -> Result:
+        """A connect that failed: transient (setup failure) unless the peer keeps refusing."""
+        if self.alive():
+            detail = f"refused: connect failed ({exc.__class__.__name__}), then accepted again"
+            return Result(case, Judgement("setup-failed", detail), "refused")
+        self.crashed = True
+        self.stopped = f"refuses connections for {self.REFUSED_FOR:g} s ({exc})"
+        return Result(case, Judgement("crash", self.stopped, key="refused"), "crash")
+
+
+def identity(pdu: bytes) -> dict[str, str]:
+    """The implementation class UID (52H) and version name (55H) in an RQ/AC (PS3.7 D.3.3.2)."""
+    out: dict[str, str] = {}
+    off = 6 + 68
+    while off + 4 <= len(pdu):
+        item, length = pdu[off], int.from_bytes(pdu[off + 2 : off + 4], "big")
+        if item == 0x50:
+            sub = off + 4
+            while sub + 4 <= min(len(pdu), off + 4 + length):
+                kind, size = pdu[sub], int.from_bytes(pdu[sub + 2 : sub + 4], "big")
+                value = pdu[sub + 4 : sub + 4 + size].decode("latin-1").rstrip("\x00 ")
+                if kind == 0x52:
+                    out["implementation_class_uid"] = value
+                elif kind == 0x55:
+                    out["implementation_version_name"] = value
+                sub += 4 + size
+        off += 4 + length
+    return out

@@ -60,6 +60,7 @@ class Target(Protocol):
     pipelinable: frozenset[str]
     max_delay: float
     ends: tuple[str, ...]
+    deadline: float | None  # the campaign's end (monotonic); network targets stop there
 
     def run(self, case: Case) -> Result: ...
 
@@ -157,6 +158,7 @@ class LocalTarget:
     ) -> None:
         self.artim = artim
         self.readings = readings  # the [interp] readings held to (None: black-box judging)
+        self.deadline: float | None = None  # a local case takes microseconds: not used
         self.scenarios = list(SCENARIOS)
         self.pipelinable = frozenset(PIPELINE_PREFIX)
 
