@@ -13,6 +13,7 @@ written to the corpus as JSON with a one-line reproduction command.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import random
@@ -24,7 +25,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hypothesis import HealthCheck, Phase, Verbosity, given, reject, settings
 from hypothesis import seed as hypothesis_seed
@@ -37,6 +38,9 @@ from fuzz.properties import check_codec, check_framing
 from fuzz.strategies import Case, cases, mutated_batch
 from fuzz.targets import Result, Target
 from fuzz.wire import OutOfTime
+
+if TYPE_CHECKING:
+    from fuzz.pool import Pool
 
 __all__ = ["FuzzFinding", "Stats", "replay", "run_campaign", "signature"]
 
@@ -101,6 +105,7 @@ class Stats:
     stopped: str = ""  # why the campaign ended early (peer crashed, stopped answering)
     interrupted: BaseException | None = None  # Ctrl-C / SIGTERM: the summary is partial
     peer: dict[str, str] = field(default_factory=dict)  # what the peer said it is
+    backoffs: int = 0  # --jobs: times the window halved on "local limit exceeded"
 
     @property
     def elapsed(self) -> float:
@@ -164,6 +169,7 @@ class Stats:
             "failing_cases": self.raw_findings,
             "unconfirmed_findings": self.unconfirmed,
             "stopped": self.stopped,
+            "backoffs": self.backoffs,
             "partial": self.interrupted is not None,
             "peer": dict(self.peer),
             "findings": [f.report() for f in self.findings.values()],
@@ -307,6 +313,7 @@ def run_campaign(
     codec_batch: int = 0,
     replay_only: bool = False,
     shrink_budget: float = 0.0,
+    jobs: int = 1,
 ) -> Stats:
     """Fuzz ``target`` until ``max_examples`` cases ran or ``budget`` seconds passed.
 
@@ -315,6 +322,7 @@ def run_campaign(
     (e.g. another worker's failures from a shared Redis database). The budget is a deadline
     for everything, shrinking included (at most ``shrink_budget`` s of it, at the end).
     Ctrl-C/SIGTERM end the campaign early: ``stats.interrupted`` holds the exception.
+    ``jobs`` > 1 runs that many cases at once against a black-box peer (``fuzz.pool``).
     """
     if max_examples is None and budget is None:
         max_examples = 100
@@ -324,6 +332,7 @@ def run_campaign(
     run = _Campaign(target, stats, corpus, deadline, shrink_budget)
     target.deadline = deadline
     white_box = run.white_box
+    pool: Pool | None = None
     chunk = chunk or (200 if target.name == "local" else 50 if white_box else 20)
     known: set[str] = set()
     strategy = st.tuples(
@@ -338,8 +347,15 @@ def run_campaign(
     phases = [Phase.explicit, Phase.reuse, Phase.generate] + ([Phase.shrink] if white_box else [])
     if replay_only:
         phases = [Phase.reuse]
+    if jobs > 1 and not white_box:
+        from fuzz.pool import Pool
+
+        chunk = max(chunk, 100)
+    handlers: list[Callable[[Result], None]] = []
     index = 0
     try:
+        if jobs > 1 and not white_box:
+            pool = Pool(target, jobs, lambda result: handlers[-1](result))
         while True:
             left = None if max_examples is None else max_examples - stats.examples
             if (left is not None and left <= 0) or getattr(target, "crashed", False):
@@ -375,7 +391,12 @@ def run_campaign(
                 case, batch_seed = drawn
                 if codec_batch:
                     _codec_batch(case, batch_seed, codec_batch, stats)
-                result = target.run(case)
+                if pool is not None:
+                    pool.submit(case)  # judged in handle() as it completes
+                    return
+                handle(target.run(case))
+
+            def handle(result: Result) -> None:
                 stats.record(result)
                 if stats.examples % 64 == 0:
                     stats.rss_kb.append(_rss_kb())
@@ -390,6 +411,7 @@ def run_campaign(
                 if key not in known and result.judgement.verdict in HARD_FAILURES and white_box:
                     raise FuzzFinding(key)
 
+            handlers[:] = [handle]
             if seed is not None:
                 campaign_property = hypothesis_seed(seed + index)(campaign_property)
             index += 1
@@ -397,8 +419,13 @@ def run_campaign(
             paused = False
             try:
                 campaign_property()
+                if pool is not None:
+                    pool.drain()
             except OutOfTime:
                 paused = True  # for shrinking, or the end: the loop's head decides
+                if pool is not None:
+                    with contextlib.suppress(OutOfTime):
+                        pool.drain()
             except (FuzzFinding, Flaky, Unsatisfiable, unittest.SkipTest):
                 pass  # a finding (recorded above), or nothing to run (an empty database)
             except HypothesisException:
@@ -417,6 +444,12 @@ def run_campaign(
     except OutOfTime:
         pass
     finally:
+        if pool is not None:
+            target.deadline = time.monotonic()  # cases in flight unwind (OutOfTime) now
+            with contextlib.suppress(OutOfTime, KeyboardInterrupt):
+                pool.drain()
+            pool.close()
+            stats.backoffs = pool.backoffs
         target.deadline = None
     stats.rss_kb.append(_rss_kb())
     return stats

@@ -13,10 +13,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from fuzz.oracle import Frame, MatchResult, Observed, Policy, frame_of, match
-from fuzz.spec import PDU_EVENT
+from fuzz.spec import ARTIM_STATES, PDU_EVENT
 from fuzz.validate import VALID, judge
 
-__all__ = ["Facts", "Judgement", "evaluate", "receiver_frames"]
+__all__ = ["Facts", "Judgement", "artim_pending", "evaluate", "receiver_frames"]
 
 #: Verdict classes that are findings, worst first.
 FAILURES = ("failure", "crash", "hang", "deviation", "timing")
@@ -196,6 +196,30 @@ def evaluate(
         key = f"{result.artim_close_state} {'early' if error and error < 0 else 'late'}"
         return Judgement("timing", timing, result.cells, error, labels, key)
     return Judgement("conform", observed.outcome(), result.cells, error, labels)
+
+
+def artim_pending(
+    pdus: Sequence[tuple[str, bytes]], observed: Observed, facts: Facts, policy: Policy
+) -> str:
+    """The state (Sta2/Sta13) whose ARTIM may be running now (PS3.8 §9.1.5), or "".
+
+    Lingering for ARTIM measures something only then: when the reaction so far is explained
+    by a run that ends in another state (e.g. associated, Sta6), waiting longer decides
+    nothing. Unexplained reactions keep the wait ("?": the final judgement decides).
+    """
+    frames = receiver_frames(
+        [*facts.prefix, *pdus],
+        None,
+        accepted=facts.accepted,
+        peer_max=facts.peer_max,
+        relax_interp=True,
+        target_ac=facts.target_ac,
+    )
+    now = Observed(observed.wire, "open", observed.indications, None)
+    result = match(facts.start, frames, now, policy)
+    if not result.ok:
+        return "?"
+    return result.final_state if result.final_state in ARTIM_STATES else ""
 
 
 def _rules(frames: Sequence[Frame]) -> str:

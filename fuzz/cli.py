@@ -4,6 +4,7 @@
                    [--seed S] [--corpus DIR] [--artim S] [--json F] [--html F]
                    [--database DIR|redis://HOST:PORT|none] [--replay PATH ...]
                    [--shrink-budget S] [--fail-on finding|crash|never] [--codec-batch N]
+                   [--jobs N]
 
 Exit status: 0 nothing found; 1 a finding against the target (or our own stack), or a runtime
 error (nothing listens at HOST:PORT, no Redis server); 3 the peer crashed or stopped answering;
@@ -151,6 +152,12 @@ def add_subcommand(subparsers: Any) -> None:
         default="finding",
         help="exit 1 on a finding and 3 on a crash (finding), 3 on a crash only, or 0",
     )
+    p.add_argument(
+        "--jobs",
+        type=bounded_int(1, 64),
+        default=1,
+        help="cases at once against a remote peer (backs off on 'local limit exceeded')",
+    )
     p.add_argument("--plain", action="store_true", help="plain progress lines, no rich display")
     p.set_defaults(handler=main)
 
@@ -232,6 +239,7 @@ def _campaign(args: argparse.Namespace, target: Target, database: ExampleDatabas
             progress=display.update if timeline is None else timeline.wrap(display.update),
             codec_batch=args.codec_batch if target.name == "local" else 0,
             shrink_budget=args.shrink_budget,
+            jobs=args.jobs,
         )
     stats.peer = dict(getattr(target, "identity", {}) or {})
     summary = stats.summary()
@@ -303,6 +311,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
         )
     if summary["stopped"]:
         print(f"  peer: {summary['stopped']}")
+    if summary["backoffs"]:
+        print(f"  --jobs: backed off {summary['backoffs']} times (the peer was busy)")
     findings = summary["findings"]
     print(
         f"  findings: {len(findings)} causes from {summary['failing_cases']} failing cases"

@@ -13,10 +13,11 @@ import os
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 
 from conformance.table import INDICATING
-from fuzz.check import Facts, Judgement, evaluate
+from fuzz.check import Facts, Judgement, artim_pending, evaluate
 from fuzz.interp import NETDICOM2
 from fuzz.oracle import Policy
 from fuzz.scenarios import PIPELINE_PREFIX, SCENARIOS, black_box_scenarios
@@ -131,7 +132,7 @@ class ProviderTarget:
         peer = Peer(
             peer_sock or socket.socket(),
             response_timeout=self.response_timeout,
-            deadline=self.deadline,
+            deadline=lambda: self.deadline,
         )
         problems: list[str] = []
         try:
@@ -262,6 +263,8 @@ class RemoteTarget:
     ends: tuple[str, ...] = ("fin", "quiet", "quiet", "linger")
     REFUSED_FOR = 1.0
     SILENT_CASES = 3
+    LINGER_SHARE = 0.25  # of the campaign's time, at most, spent waiting for ARTIM
+    MEASURED = 2  # ARTIM waited out this often on one path: later cases on it do not linger
 
     def __init__(
         self,
@@ -270,9 +273,9 @@ class RemoteTarget:
         connect: Connector | None = None,
         artim: float | None = None,
         response_timeout: float = 3.0,
-        quiet: float = 0.3,
+        quiet: float = 0.05,
         max_delay: float = 0.05,
-        tolerance: tuple[float, float] = (0.25, 1.0),
+        tolerance: tuple[float, float] = (0.25, 0.5),
     ) -> None:
         self.address = address
         self.name = f"{address[0]}:{address[1]}"
@@ -291,6 +294,10 @@ class RemoteTarget:
         self.silent = 0  # cases in a row without a byte or a close from the peer
         self.deadline: float | None = None
         self.identity: dict[str, str] = {}
+        self.lingered: Counter[str] = Counter()  # ARTIM waits by path (see run.waiting)
+        self.linger_time = 0.0
+        self.first = time.monotonic()  # reset by the first case
+        self.cases = 0
 
     def close(self) -> None:
         """Nothing held between cases."""
@@ -333,6 +340,9 @@ class RemoteTarget:
     def run(self, case: Case) -> Result:
         """One case on a fresh connection; black-box oracle, then the crash probe."""
         began = time.perf_counter()
+        if not self.cases:
+            self.first = time.monotonic()
+        self.cases += 1
         scenario = SCENARIOS[case.scenario]
         facts = Facts(start="Sta2" if case.pipelined else scenario.start, artim=self.artim)
         facts.prefix = _prefix(case)
@@ -342,7 +352,8 @@ class RemoteTarget:
         except OSError as exc:
             return self._refused(case, exc)
         facts.t_start = time.monotonic()
-        peer = Peer(sock, response_timeout=self.response_timeout, deadline=self.deadline)
+        peer = Peer(sock, response_timeout=self.response_timeout, deadline=lambda: self.deadline)
+        waited: list[str] = [""]
         try:
             if not case.pipelined:
                 facts.setup_error = run_setup(peer, scenario.steps, facts, None)
@@ -353,7 +364,31 @@ class RemoteTarget:
                 delivered = peer.deliver(case.stream, case, prefix)
                 facts.delivered = delivered if case.delivery.close_at is not None else None
                 linger = _linger_until(peer, facts, self.artim, self.tolerance[1])
-                peer.finish(case.end, quiet=self.quiet, linger_until=linger)
+
+                def waiting() -> bool:
+                    facts.target_ac = first_ac(peer.outputs)
+                    observed = peer.observed(None)
+                    state = artim_pending(case.pdus, observed, facts, policy)
+                    kinds = sorted({label.split(":")[0] for label, _ in case.pdus})
+                    partial = case.delivery.close_at is not None
+                    waited[:] = [f"{state} {kinds} {partial}"]
+                    # Measured enough: ARTIM was already waited out MEASURED times on this
+                    # path (state, kinds of input, early close); again decides nothing.
+                    # And lingering takes at most LINGER_SHARE of the campaign's time.
+                    spent = time.monotonic() - self.first
+                    share = self.linger_time + time.monotonic() - linger_began
+                    return (
+                        bool(state)
+                        and self.lingered[waited[0]] < self.MEASURED
+                        and share <= self.LINGER_SHARE * spent + 2 * one_wait
+                    )
+
+                linger_began = time.monotonic()
+                one_wait = (self.artim or 0.0) + self.tolerance[1]  # one full wait
+
+                peer.finish(case.end, quiet=self.quiet, linger_until=linger, worth_waiting=waiting)
+                if case.end == "linger":
+                    self.linger_time += time.monotonic() - linger_began
         finally:
             if peer.our_close != "rst":
                 peer.close()
@@ -363,6 +398,8 @@ class RemoteTarget:
         observed.artim_expired = peer.lingered_out
         facts.target_ac = first_ac(peer.outputs)
         judgement = evaluate(case.pdus, observed, facts, policy, tolerance=self.tolerance)
+        if case.end == "linger" and waited[0]:
+            self.lingered[waited[0]] += 1
         silent = not peer.outputs and peer.end is None and peer.our_close != "rst"
         self.silent = self.silent + 1 if silent else 0
         if self.silent >= self.SILENT_CASES:

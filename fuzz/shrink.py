@@ -62,7 +62,7 @@ def shrink_findings(run: _Campaign, limit: float) -> None:
         except (_NoTime, OutOfTime):
             best = None
             finding.shrunk = "no time left to finish shrinking"
-        if best is not None and best is not finding.example:
+        if best is not None and len(best.case.stream) < before:
             finding.example = best
             finding.smallest = len(best.case.stream)
             finding.detail = best.judgement.detail

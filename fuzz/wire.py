@@ -83,12 +83,12 @@ class Peer:
         sock: socket.socket,
         *,
         response_timeout: float = 2.0,
-        deadline: float | None = None,
+        deadline: Callable[[], float | None] | None = None,
     ) -> None:
         sock.setblocking(False)
         self.sock = sock
         self.response_timeout = response_timeout
-        self.deadline = deadline  # the campaign's end (monotonic): OutOfTime past it
+        self.deadline = deadline  # the campaign's end (monotonic, read live): OutOfTime past it
         self.selector = selectors.DefaultSelector()
         self.selector.register(sock, selectors.EVENT_READ)
         self.buffer = bytearray()
@@ -115,8 +115,9 @@ class Peer:
         """Wait up to ``timeout`` for data or the close; False when nothing came."""
         if self.end is not None:
             return False
-        if self.deadline is not None:
-            left = self.deadline - time.monotonic()
+        end = None if self.deadline is None else self.deadline()
+        if end is not None:
+            left = end - time.monotonic()
             if left <= 0:
                 raise OutOfTime
             timeout = min(timeout, left)
