@@ -192,13 +192,13 @@ def _command(target: str, artim: float | None) -> str:
     return f"netdicom2 fuzz --target {target}" + ("" if artim is None else f" --artim {artim}")
 
 
-def _save(corpus: Path, target: str, finding: Finding, artim: float | None = None) -> Path:
+def _save(corpus: Path, target: str, finding: Finding, command: str) -> Path:
     """Write a finding's smallest example and its verdict to the corpus; return its path."""
     assert finding.example is not None
     result = finding.example
     corpus.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha1(finding.signature.encode()).hexdigest()[:10]
-    slug = target.replace(":", "_").replace("/", "_")
+    slug = target.replace(":", "_").replace("/", "_").replace(" ", "-")
     path = corpus / f"{slug}-{finding.verdict}-{digest}.json"
     record = {
         "target": target,
@@ -210,7 +210,7 @@ def _save(corpus: Path, target: str, finding: Finding, artim: float | None = Non
         "outcome": result.outcome,
         "target_sent": result.raw,
         "case": result.case.to_json(),
-        "repro": f"{_command(target, artim)} --replay {path}",
+        "repro": f"{command} --replay {path}",
     }
     path.write_text(json.dumps(record, indent=1))
     return path
@@ -295,9 +295,12 @@ class _Campaign:
     def save(self, finding: Finding) -> None:
         """(Re)write the finding's corpus file."""
         if self.corpus is not None:
-            path = _save(self.corpus, self.target.name, finding, self.artim)
+            command = getattr(self.target, "command", "") or _command(self.target.name, None)
+            if self.artim is not None:
+                command += f" --artim {self.artim}"
+            path = _save(self.corpus, self.target.name, finding, command)
             finding.path = str(path)
-            finding.repro = f"{_command(self.target.name, self.artim)} --replay {path}"
+            finding.repro = f"{command} --replay {path}"
 
 
 def run_campaign(

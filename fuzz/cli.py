@@ -1,6 +1,7 @@
 """``netdicom2 fuzz``: run a fuzzing campaign against the core, our provider or a remote peer.
 
-    netdicom2 fuzz --target local|provider|HOST:PORT [--budget 10m | --max-examples N]
+    netdicom2 fuzz (--target local|provider|HOST:PORT | --listen [HOST:]PORT [--spawn CMD])
+                   [--budget 10m | --max-examples N]
                    [--seed S] [--corpus DIR] [--artim S] [--json F] [--html F]
                    [--database DIR|redis://HOST:PORT|none] [--replay PATH ...]
                    [--shrink-budget S] [--fail-on finding|crash|never] [--codec-batch N]
@@ -18,6 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -71,6 +74,29 @@ def _target(text: str) -> str:
     return text
 
 
+def _listen(text: str) -> tuple[str, int]:
+    """[HOST:]PORT to listen on (default host 127.0.0.1; port 0 picks a free one)."""
+    if ":" not in text:
+        text = f"127.0.0.1:{text}"
+    host, _, port = text.rpartition(":")
+    if port == "0":
+        return host.strip("[]"), 0
+    return host_port(text)
+
+
+def _spawn(text: str) -> str:
+    """A requestor command line whose program exists ({port} is replaced per case)."""
+    try:
+        argv = shlex.split(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"cannot parse {text!r}: {exc}") from None
+    if not argv:
+        raise argparse.ArgumentTypeError("an empty command")
+    if shutil.which(argv[0]) is None:
+        raise argparse.ArgumentTypeError(f"no such program: {argv[0]!r} (in {text!r})")
+    return text
+
+
 def _corpus(text: str) -> Path:
     """A folder for findings: it exists or its parent does, and it can be written."""
     path = Path(text)
@@ -104,7 +130,16 @@ def make_database(spec: str) -> ExampleDatabase | None:
 
 
 def make_target(args: argparse.Namespace) -> Target:
-    """local, provider, or HOST:PORT (a remote acceptor)."""
+    """local, provider, HOST:PORT (a remote acceptor), or --listen (a remote requestor)."""
+    if args.listen is not None:
+        from fuzz.listen import RequestorTarget
+
+        host, port = args.listen
+        try:
+            return RequestorTarget((host, port), spawn=args.spawn, artim=args.artim)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise JobError(f"cannot listen on {host}:{port}: {reason}") from None
     if args.target == "local":
         return LocalTarget(artim=args.artim or 30.0)
     from fuzz.nettargets import ProviderTarget, RemoteTarget
@@ -124,7 +159,16 @@ def add_subcommand(subparsers: Any) -> None:
     )
     # "--budget -5s" is a bad value, not an option: let argparse hand it to the type.
     p._negative_number_matcher = re.compile(r"^-\d+(\.\d+)?[smh]?$")
-    p.add_argument("--target", required=True, type=_target, help="local | provider | HOST:PORT")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--target", type=_target, help="local | provider | HOST:PORT (acceptor)")
+    where.add_argument(
+        "--listen",
+        type=_listen,
+        help="[HOST:]PORT: play a hostile acceptor to a requestor (default host 127.0.0.1)",
+    )
+    p.add_argument(
+        "--spawn", type=_spawn, help="with --listen: start this requestor per case ({port})"
+    )
     p.add_argument("--budget", type=parse_duration, help="time budget, e.g. 90s, 10m")
     p.add_argument("--max-examples", type=bounded_int(1, 10**9), help="number of cases to run")
     p.add_argument("--seed", type=int, help="make the run reproducible")
@@ -192,6 +236,8 @@ def _replay_files(paths: list[Path]) -> list[Path]:
 
 def main(args: argparse.Namespace) -> int:
     """Run the campaign (or the replay) and print the summary."""
+    if args.spawn is not None and args.listen is None:
+        raise UsageError("--spawn needs --listen (it starts the requestor under test)")
     files = _replay_files(args.replay) if args.replay else []
     database = make_database(args.database) if not files else None
     target = make_target(args)
@@ -207,7 +253,7 @@ def main(args: argparse.Namespace) -> int:
 def _check(target: Target) -> None:
     """A remote target must be reachable and answer before the campaign starts."""
     check = getattr(target, "check", None)
-    if check is None:
+    if check is None or not hasattr(target, "connector"):
         return
     host, port = target.address  # type: ignore[attr-defined]
     try:

@@ -98,6 +98,7 @@ class Policy:
     answer_release: bool = True  # Evt14 in Sta8, Sta9, Sta12 (AR-4, AR-9)
     react_to_data: bool = True  # after a P-DATA indication: P-DATA requests or an A-ABORT
     role: str = "acceptor"  # the target's association role (AR-8 branch)
+    initiates: bool = False  # a requestor's user: once associated, P-DATA, release or abort
 
 
 @dataclass
@@ -244,6 +245,13 @@ def match(
             yield from step(cfg, "Sta13", send="RP", cell=("Evt14", state, "AR-4"))
         if state == "Sta9" and policy.answer_release:
             yield from step(cfg, "Sta11", send="RP", cell=("Evt14", state, "AR-9"))
+        if policy.initiates and state == "Sta6":
+            # A requestor's own user (e.g. echoscu): its request, its release, or an abort
+            # once the association is there (PS3.8 §7: Evt9, Evt11, Evt15 in Sta6).
+            yield from step(cfg, state, send="P-DATA", cell=("Evt9", state, "DT-1"))
+            yield from step(cfg, "Sta7", send="REL-RQ", cell=("Evt11", state, "AR-1"))
+            if not cfg.data_seen:
+                yield from step(cfg, "Sta13", send="ABORT-user", cell=("Evt15", state, "AA-1"))
         if cfg.data_seen and policy.react_to_data and state in ("Sta6", "Sta8"):
             action = "DT-1" if state == "Sta6" else "AR-7"
             yield from step(cfg, state, send="P-DATA", cell=("Evt9", state, action))

@@ -257,3 +257,35 @@ def test_an_interrupt_keeps_the_summary_and_partial_reports(
     summary = json.loads(out.read_text())
     assert summary["partial"] is True and summary["examples"] > 0
     assert "partial" in html.read_text()
+
+
+def _floods(conn: socket.socket) -> None:
+    """After association, floods 14-byte P-DATA-TF PDUs until the fuzzer goes away."""
+    conn.settimeout(5)
+    tiny = t.pdata([(1, 0x00, b"\x00" * 4)]).encode()
+    assert len(tiny) == 16 or len(tiny) >= 14
+    batch = tiny * 4096
+    with contextlib.suppress(OSError):
+        rq = _read_pdu(conn)
+        if rq[:1] == b"\x01":
+            conn.sendall(accept_all(rq)[0])
+        until = time.monotonic() + 4
+        while time.monotonic() < until:
+            conn.sendall(batch)
+    conn.close()
+
+
+def test_a_flooding_peer_leaves_a_bounded_case_and_corpus(tmp_path: Path) -> None:
+    from fuzz.strategies import Case
+    from fuzz.wire import MAX_KEPT_BYTES, MAX_KEPT_PDUS
+
+    with _acceptor(_floods) as address:
+        target = RemoteTarget(address, response_timeout=0.5, quiet=0.05)
+        began = time.monotonic()
+        result = target.run(Case("sta6", [("valid:release", t.release_rq().encode())]))
+        took = time.monotonic() - began
+    assert took < 4  # bounded in time although the peer never stops
+    assert len(result.raw) <= MAX_KEPT_PDUS + 2
+    assert sum(len(x) for x in result.raw) <= 2 * MAX_KEPT_BYTES + 1024
+    assert any(x.startswith("truncated:") for x in result.raw), result.raw[-2:]
+    assert "truncated(" in result.outcome
