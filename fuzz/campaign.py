@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hypothesis import HealthCheck, Phase, Verbosity, given, reject, settings
+from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from hypothesis.database import ExampleDatabase
@@ -390,7 +390,7 @@ def run_campaign(
                 if until is not None and time.monotonic() >= until:
                     raise OutOfTime  # a BaseException: Hypothesis stops at once
                 if getattr(target, "crashed", False):
-                    reject()
+                    raise OutOfTime  # the peer is gone: end this Hypothesis run at once
                 case, batch_seed = drawn
                 if codec_batch:
                     _codec_batch(case, batch_seed, codec_batch, stats)

@@ -26,6 +26,7 @@ from fuzz import pdutree as t
 from fuzz.campaign import run_campaign
 from fuzz.cli import exit_status
 from fuzz.nettargets import RemoteTarget
+from fuzz.targets import Target
 from fuzz.wire import accept_all
 from netdicom2.app_scp import StorageSCP
 from netdicom2.cli import main
@@ -262,8 +263,8 @@ def test_an_interrupt_keeps_the_summary_and_partial_reports(
 def _floods(conn: socket.socket) -> None:
     """After association, floods 14-byte P-DATA-TF PDUs until the fuzzer goes away."""
     conn.settimeout(5)
-    tiny = t.pdata([(1, 0x00, b"\x00" * 4)]).encode()
-    assert len(tiny) == 16 or len(tiny) >= 14
+    tiny = t.pdata([(1, 0x00, b"\x00" * 2)]).encode()
+    assert len(tiny) == 14
     batch = tiny * 4096
     with contextlib.suppress(OSError):
         rq = _read_pdu(conn)
@@ -289,3 +290,23 @@ def test_a_flooding_peer_leaves_a_bounded_case_and_corpus(tmp_path: Path) -> Non
     assert sum(len(x) for x in result.raw) <= 2 * MAX_KEPT_BYTES + 1024
     assert any(x.startswith("truncated:") for x in result.raw), result.raw[-2:]
     assert "truncated(" in result.outcome
+
+
+@pytest.mark.parametrize("kind", ["local", "provider", "remote"])
+def test_the_budget_is_a_deadline_within_a_second(kind: str, tmp_path: Path) -> None:
+    from fuzz.nettargets import ProviderTarget
+    from fuzz.targets import LocalTarget
+
+    with StorageSCP("127.0.0.1", 0, artim_timeout=0.5, output_dir=tmp_path) as scp:
+        makers: dict[str, Callable[[], Target]] = {
+            "local": LocalTarget,
+            "provider": ProviderTarget,
+            "remote": lambda: RemoteTarget(scp.address, artim=0.5),
+        }
+        target = makers[kind]()
+        began = time.monotonic()
+        stats = run_campaign(target, budget=2.5, corpus=tmp_path / "c", shrink_budget=1.0)
+        took = time.monotonic() - began
+        target.close()
+    assert 2.5 <= took <= 3.5, took
+    assert stats.examples > 0
