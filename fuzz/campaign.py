@@ -102,6 +102,7 @@ class Stats:
     interpretations: Counter[str] = field(default_factory=Counter)  # deviation-interp keys
     unconfirmed: int = 0  # findings that did not reproduce when re-run (dropped)
     raw_findings: int = 0  # failing cases before grouping by root cause
+    scenario_keys: set[str] = field(default_factory=set)  # the former key: with the scenario
     stopped: str = ""  # why the campaign ended early (peer crashed, stopped answering)
     interrupted: BaseException | None = None  # Ctrl-C / SIGTERM: the summary is partial
     peer: dict[str, str] = field(default_factory=dict)  # what the peer said it is
@@ -167,6 +168,7 @@ class Stats:
             "setup_failed": {kind: self.setup_failed[kind] for kind in SETUP_KINDS},
             "interpretations": dict(self.interpretations),
             "failing_cases": self.raw_findings,
+            "distinct_by_scenario": len(self.scenario_keys),
             "unconfirmed_findings": self.unconfirmed,
             "stopped": self.stopped,
             "backoffs": self.backoffs,
@@ -269,6 +271,7 @@ class _Campaign:
         stats = self.stats
         stats.raw_findings += 1
         key = signature(result)
+        stats.scenario_keys.add(f"{key} | {result.case.scenario}")
         finding = stats.findings.get(key)
         if finding is None and not self.white_box and result.judgement.verdict != "crash":
             # Re-run a new cause once before keeping it: a peer refusing associations for a

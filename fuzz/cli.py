@@ -361,7 +361,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
         print(f"  --jobs: backed off {summary['backoffs']} times (the peer was busy)")
     findings = summary["findings"]
     print(
-        f"  findings: {len(findings)} causes from {summary['failing_cases']} failing cases"
+        f"  findings: {len(findings)} causes from {summary['failing_cases']} failing cases "
+        f"({summary['distinct_by_scenario']} when keyed by scenario too)"
         + (
             f"; {summary['unconfirmed_findings']} did not reproduce (dropped)"
             if summary["unconfirmed_findings"]
