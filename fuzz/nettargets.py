@@ -319,7 +319,8 @@ class RemoteTarget:
         """Before a campaign: connect and associate once; raise OSError or say it is silent.
 
         Raises ``OSError`` when nothing can be connected (the caller names the address) and
-        ``ConnectionError`` when the peer accepts but never answers an A-ASSOCIATE-RQ. Records
+        ``ConnectionError`` when the peer accepts but neither answers an A-ASSOCIATE-RQ nor
+        closes within the response timeout (it is not answering at all). Records
         the peer's identity from its A-ASSOCIATE-AC (implementation class UID, version name).
         """
         sock = self.connector(self.address)
@@ -327,6 +328,8 @@ class RemoteTarget:
         try:
             peer.send(setup_pdu("RQ"))
             answer = peer.expect("")
+            if answer is None and peer.end is not None:
+                return  # it closed without an answer: a reaction the campaign will judge
             if answer is None:
                 raise ConnectionError(
                     f"{self.name} accepted the connection but answered nothing to an "
