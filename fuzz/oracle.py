@@ -331,13 +331,20 @@ def match(
         seen.add(cfg)
         if accepting(cfg):
             return _success(cfg, parents)
-        score = (cfg.j, cfg.k, cfg.i)
+        # The furthest into the reaction; among those, the earliest input: the PDU the
+        # reaction went wrong on (not a later one a receiver might have skipped).
+        score = (cfg.j, cfg.k, -cfg.i)
         if best is None or score > best[0]:
             best = (score, cfg)
         stack.extend(reversed(list(successors(cfg))))  # frames first, ARTIM last
     assert best is not None
     cfg = best[1]
-    events = "/".join(frames[cfg.i].events) if cfg.i < len(frames) else "end"
+    events = "end"
+    if cfg.i < len(frames):
+        # Its class: Evt19 when it may be invalid at all (whatever else it may raise), else
+        # its own event ("-", not processed, only when nothing else is possible).
+        allowed = [e for e in frames[cfg.i].events if e != "-"] or ["-"]
+        events = "Evt19" if "Evt19" in allowed else "/".join(allowed)
     saw = _short(wire[cfg.j]) if cfg.j < len(wire) else observed.end
     return MatchResult(
         False,
