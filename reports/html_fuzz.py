@@ -275,7 +275,9 @@ def _findings(summary: Summary) -> str:
             f'{esc(verdict)}</span></td><td class="num">{esc(f.get("count"))}</td>'
             f'<td class="num">{esc(f.get("first_example"))}</td>'
             f'<td><div class="sig">{esc(f.get("signature"))}</div>'
-            f'<div class="muted">{esc(f.get("detail"))}</div>{how}</td></tr>'
+            f'<div class="muted">{esc(f.get("detail"))}</div>'
+            + (f'<div class="muted">{esc(f.get("shrunk"))}</div>' if f.get("shrunk") else "")
+            + f"{how}</td></tr>"
         )
     return (
         '<table class="list findings"><thead><tr><th>verdict</th><th>count</th>'
