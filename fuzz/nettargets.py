@@ -403,6 +403,11 @@ class RemoteTarget:
         judgement = evaluate(case.pdus, observed, facts, policy, tolerance=self.tolerance)
         if case.end == "linger" and waited[0]:
             self.lingered[waited[0]] += 1
+        if observed.wire[:1] and observed.wire[0].endswith(",3,2)"):
+            # PS3.8 Table 9-21: source 3 reason 2, local limit exceeded: the peer was busy
+            # (too many associations); the case never reached its start state.
+            detail = f"rejected: {observed.wire[0]} local limit exceeded"
+            judgement = Judgement("setup-failed", detail, labels=judgement.labels)
         silent = not peer.outputs and peer.end is None and peer.our_close != "rst"
         self.silent = self.silent + 1 if silent else 0
         if self.silent >= self.SILENT_CASES:
