@@ -9,18 +9,21 @@ fully arrived may be refused at its header (a local length limit) or wait foreve
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from fuzz.oracle import Frame, MatchResult, Observed, Policy, frame_of, match
-from fuzz.spec import PDU_EVENT
-from fuzz.validate import judge
+from fuzz.spec import ARTIM_STATES, PDU_EVENT
+from fuzz.validate import VALID, judge
 
-__all__ = ["Facts", "Judgement", "evaluate", "receiver_frames"]
+__all__ = ["Facts", "Judgement", "artim_pending", "evaluate", "receiver_frames"]
 
-#: Verdict classes, worst first; "deviation-interp" breaks only a contextual [interp] rule.
-FAILURES = ("failure", "crash", "hang", "deviation", "timing", "deviation-interp")
-HARD_FAILURES = FAILURES[:-1]
+#: Verdict classes that are findings, worst first.
+FAILURES = ("failure", "crash", "hang", "deviation", "timing")
+HARD_FAILURES = FAILURES
+#: Not findings: the peer took the other reading of an [interp] rule (``fuzz.interp``), or
+#: the case never reached its start state (counted apart, see ``fuzz.campaign``).
+INTERP = "deviation-interp"
 
 
 @dataclass
@@ -37,6 +40,7 @@ class Facts:
     t_close: float | None = None  # when the target's close arrived (FIN/RST)
     artim: float | None = None  # the target's ARTIM, when known
     setup_error: str = ""
+    target_ac: bytes | None = None  # the first A-ASSOCIATE-AC the target sent, if any
 
 
 @dataclass
@@ -58,8 +62,16 @@ def receiver_frames(
     accepted: frozenset[int] | None,
     peer_max: int | None,
     relax_interp: bool = False,
+    readings: Mapping[str, str] | None = None,
+    target_ac: bytes | None = None,
 ) -> list[Frame]:
-    """The frames a receiver cuts from the delivered bytes, each with its allowed events."""
+    """The frames a receiver cuts from the delivered bytes, each with its allowed events.
+
+    The accepted presentation contexts follow the stream (PS3.8 §9.3.3, §10.1): after an
+    A-ASSOCIATE-RQ we sent they are those of the target's A-ASSOCIATE-AC (``target_ac``;
+    unknown when it sent none), after an A-ASSOCIATE-AC we sent they are the ones it accepts
+    (unknown when an [interp] rule makes its reading uncertain).
+    """
     stream = b"".join(data for _, data in pdus)
     if delivered is not None:
         stream = stream[:delivered]
@@ -68,6 +80,7 @@ def receiver_frames(
     for label, data in pdus:
         starts.append((offset, label))
         offset += len(data)
+    known = True
     frames: list[Frame] = []
     off = 0
     while off < len(stream):
@@ -89,8 +102,18 @@ def receiver_frames(
                 events += (PDU_EVENT[stream[off]],)
             frames.append(Frame(events, label, unknown_type=True))
             break
-        verdict = judge(stream[off:end], accepted=accepted, max_pdata=peer_max)
-        frames.append(frame_of(verdict, label, relax_interp=relax_interp))
+        verdict = judge(
+            stream[off:end], accepted=accepted, max_pdata=peer_max, contexts_known=known
+        )
+        frames.append(frame_of(verdict, label, relax_interp=relax_interp, readings=readings))
+        if verdict.pdu_type == 0x01:  # our RQ: the target's AC decides the contexts
+            answer = judge(target_ac) if target_ac is not None else None
+            known = answer is not None and answer.level == VALID
+            accepted = frozenset(answer.context_ids) if answer is not None else None
+            peer_max = answer.max_length if answer is not None else None
+        elif verdict.pdu_type == 0x02:  # our AC to a requestor target
+            known = verdict.level == VALID
+            accepted = frozenset(verdict.context_ids)
         off = end
     return frames
 
@@ -124,8 +147,14 @@ def evaluate(
     policy: Policy,
     *,
     tolerance: tuple[float, float] = (0.05, 0.5),
+    readings: Mapping[str, str] | None = None,
 ) -> Judgement:
-    """Run the Table 9-10 oracle on one executed case and time any ARTIM close (§9.1.5)."""
+    """Run the Table 9-10 oracle on one executed case and time any ARTIM close (§9.1.5).
+
+    ``readings`` (``fuzz.interp.NETDICOM2`` for our own core and provider) holds the target
+    to one reading of each [interp] rule; without it (a black-box peer) both readings conform
+    and the other one is reported as ``deviation-interp``, a note rather than a finding.
+    """
     labels = [label for label, _ in pdus]
     if facts.setup_error:
         return Judgement("setup-failed", facts.setup_error, labels=labels)
@@ -133,30 +162,67 @@ def evaluate(
     delivered = facts.delivered
     if delivered is not None:
         delivered += sum(len(d) for _, d in facts.prefix)
-    accepted, peer_max = facts.accepted, facts.peer_max
-    frames = receiver_frames(everything, delivered, accepted=accepted, peer_max=peer_max)
+
+    def frames_for(relax: bool) -> list[Frame]:
+        return receiver_frames(
+            everything,
+            delivered,
+            accepted=facts.accepted,
+            peer_max=facts.peer_max,
+            relax_interp=relax,
+            readings=readings,
+            target_ac=facts.target_ac,
+        )
+
+    frames = frames_for(False)
     result = match(facts.start, frames, observed, policy)
+    interp = readings is None and any(f.interp for f in frames)
     if not result.ok:
         detail = f"{observed.outcome()}: {result.expected}"
-        relaxed = receiver_frames(
-            everything, delivered, accepted=accepted, peer_max=peer_max, relax_interp=True
-        )
-        if any(f.interp for f in frames) and match(facts.start, relaxed, observed, policy).ok:
-            return Judgement("deviation-interp", detail, labels=labels, key=result.key)
+        if interp and match(facts.start, frames_for(True), observed, policy).ok:
+            return Judgement(INTERP, detail, labels=labels, key=_rules(frames))
         kind = "hang" if observed.end == "open" or observed.artim_expired else "deviation"
         return Judgement(kind, detail, labels=labels, key=result.key)
     timing, error = _artim_check(result, observed, facts, tolerance)
-    if timing and any(f.interp for f in frames):
+    if timing and interp:
         # An early "ARTIM" close may only be how the oracle explained a PDU handled by the
         # other reading of an [interp] rule: prefer that explanation when it is clean.
-        relaxed = receiver_frames(
-            everything, delivered, accepted=accepted, peer_max=peer_max, relax_interp=True
-        )
-        again = match(facts.start, relaxed, observed, policy)
+        again = match(facts.start, frames_for(True), observed, policy)
         if again.ok and not _artim_check(again, observed, facts, tolerance)[0]:
             detail = f"{observed.outcome()}: conforms only with the other [interp] reading"
-            return Judgement("deviation-interp", detail, again.cells, labels=labels, key="interp")
+            key = _rules(frames)
+            return Judgement(INTERP, detail, again.cells, labels=labels, key=key)
     if timing:
         key = f"{result.artim_close_state} {'early' if error and error < 0 else 'late'}"
         return Judgement("timing", timing, result.cells, error, labels, key)
     return Judgement("conform", observed.outcome(), result.cells, error, labels)
+
+
+def artim_pending(
+    pdus: Sequence[tuple[str, bytes]], observed: Observed, facts: Facts, policy: Policy
+) -> str:
+    """The state (Sta2/Sta13) whose ARTIM may be running now (PS3.8 §9.1.5), or "".
+
+    Lingering for ARTIM measures something only then: when the reaction so far is explained
+    by a run that ends in another state (e.g. associated, Sta6), waiting longer decides
+    nothing. Unexplained reactions keep the wait ("?": the final judgement decides).
+    """
+    frames = receiver_frames(
+        [*facts.prefix, *pdus],
+        None,
+        accepted=facts.accepted,
+        peer_max=facts.peer_max,
+        relax_interp=True,
+        target_ac=facts.target_ac,
+    )
+    now = Observed(observed.wire, "open", observed.indications, None)
+    result = match(facts.start, frames, now, policy)
+    if not result.ok:
+        return "?"
+    return result.final_state if result.final_state in ARTIM_STATES else ""
+
+
+def _rules(frames: Sequence[Frame]) -> str:
+    """The [interp] rules (``fuzz.interp`` keys) the stream's PDUs touch, for the note's key."""
+    keys = sorted({rule for frame in frames if frame.interp for rule in frame.rules})
+    return "interp " + ",".join(keys)

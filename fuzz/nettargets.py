@@ -13,20 +13,22 @@ import os
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 
 from conformance.table import INDICATING
-from fuzz.check import Facts, Judgement, evaluate
+from fuzz.check import Facts, Judgement, artim_pending, evaluate
+from fuzz.interp import NETDICOM2
 from fuzz.oracle import Policy
 from fuzz.scenarios import PIPELINE_PREFIX, SCENARIOS, black_box_scenarios
 from fuzz.strategies import Case
-from fuzz.targets import Result, _prefix, _requestor_rq, _User
-from fuzz.wire import Peer, run_setup
+from fuzz.targets import Result, _prefix, _requestor_rq, _User, first_ac
+from fuzz.wire import Peer, run_setup, setup_pdu
 from netdicom2.connection import Transition
 from netdicom2.dulprovider import DULServiceProvider
 from netdicom2.exceptions import NetDicomError, TimeoutError
 
-__all__ = ["ProviderTarget", "RemoteTarget", "parse_address"]
+__all__ = ["ProviderTarget", "RemoteTarget", "identity", "parse_address"]
 
 Connector = Callable[[tuple[str, int]], socket.socket]
 
@@ -105,6 +107,7 @@ class ProviderTarget:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.listener.settimeout(response_timeout)
         self.baseline = (threading.active_count(), _open_fds())
+        self.deadline: float | None = None  # the campaign's end: Peer raises OutOfTime past it
 
     def close(self) -> None:
         """Stop listening."""
@@ -126,15 +129,17 @@ class ProviderTarget:
         user_thread.start()
         if scenario.requestor:
             peer_sock = self._accept()
-        peer = Peer(peer_sock or socket.socket(), response_timeout=self.response_timeout)
+        peer = Peer(
+            peer_sock or socket.socket(),
+            response_timeout=self.response_timeout,
+            deadline=lambda: self.deadline,
+        )
         problems: list[str] = []
         try:
             if peer_sock is None:
-                facts.setup_error = "the requestor did not connect"
+                facts.setup_error = "other: the requestor did not connect"
             elif not case.pipelined:
                 facts.setup_error = run_setup(peer, scenario.steps, facts, recorder.wait_state)
-            else:
-                facts.accepted, facts.peer_max = frozenset({1, 3}), 16384
             if not facts.setup_error:
                 facts.t_start = peer.times[-1] if peer.times else facts.t_start
                 self._settle(user, recorder)
@@ -159,8 +164,14 @@ class ProviderTarget:
         elif problems:
             judgement = Judgement("failure", "; ".join(problems))
         else:
+            facts.target_ac = first_ac(peer.outputs)
             judgement = evaluate(
-                case.pdus, observed, facts, scenario.user.policy(), tolerance=self.tolerance
+                case.pdus,
+                observed,
+                facts,
+                scenario.user.policy(),
+                tolerance=self.tolerance,
+                readings=NETDICOM2,
             )
         elapsed = time.perf_counter() - began
         return Result(case, judgement, observed.outcome(), recorder.cells, elapsed, peer.raw())
@@ -242,9 +253,18 @@ class ProviderTarget:
 
 
 class RemoteTarget:
-    """A remote acceptor at HOST:PORT, judged from the wire alone (black box)."""
+    """A remote acceptor at HOST:PORT, judged from the wire alone (black box).
+
+    A refused connection is a crash only when the peer keeps refusing (``REFUSED_FOR`` s), and
+    a peer that stays silent and open through ``SILENT_CASES`` cases in a row has stopped
+    answering (also a crash); shorter refusals count as setup failures (``refused``).
+    """
 
     ends: tuple[str, ...] = ("fin", "quiet", "quiet", "linger")
+    REFUSED_FOR = 1.0
+    SILENT_CASES = 3
+    LINGER_SHARE = 0.25  # of the campaign's time, at most, spent waiting for ARTIM
+    MEASURED = 2  # ARTIM waited out this often on one path: later cases on it do not linger
 
     def __init__(
         self,
@@ -253,13 +273,15 @@ class RemoteTarget:
         connect: Connector | None = None,
         artim: float | None = None,
         response_timeout: float = 3.0,
-        quiet: float = 0.3,
+        quiet: float = 0.05,
         max_delay: float = 0.05,
-        tolerance: tuple[float, float] = (0.25, 1.0),
+        tolerance: tuple[float, float] = (0.25, 0.5),
     ) -> None:
         self.address = address
         self.name = f"{address[0]}:{address[1]}"
-        self.connector = connect or (lambda a: socket.create_connection(a, timeout=5))
+        self.connector = connect or (
+            lambda a: socket.create_connection(a, timeout=response_timeout)
+        )
         self.artim = artim
         self.response_timeout = response_timeout
         self.quiet = quiet
@@ -268,21 +290,62 @@ class RemoteTarget:
         self.scenarios = black_box_scenarios()
         self.pipelinable = frozenset(PIPELINE_PREFIX)
         self.crashed = False
+        self.stopped = ""  # why the peer counts as crashed or gone
+        self.silent = 0  # cases in a row without a byte or a close from the peer
+        self.deadline: float | None = None
+        self.identity: dict[str, str] = {}
+        self.lingered: Counter[str] = Counter()  # ARTIM waits by path (see run.waiting)
+        self.linger_time = 0.0
+        self.first = time.monotonic()  # reset by the first case
+        self.cases = 0
 
     def close(self) -> None:
         """Nothing held between cases."""
 
     def alive(self) -> bool:
-        """A fresh connection is accepted (else the peer crashed: connection refused)."""
+        """A fresh connection is accepted, now or within ``REFUSED_FOR`` seconds."""
+        until = time.monotonic() + self.REFUSED_FOR
+        while True:
+            try:
+                self.connector(self.address).close()
+            except OSError:
+                if time.monotonic() >= until:
+                    return False
+                threading.Event().wait(0.1)  # harness back-off between probes
+                continue
+            return True
+
+    def check(self) -> None:
+        """Before a campaign: connect and associate once; raise OSError or say it is silent.
+
+        Raises ``OSError`` when nothing can be connected (the caller names the address) and
+        ``ConnectionError`` when the peer accepts but neither answers an A-ASSOCIATE-RQ nor
+        closes within the response timeout (it is not answering at all). Records
+        the peer's identity from its A-ASSOCIATE-AC (implementation class UID, version name).
+        """
+        sock = self.connector(self.address)
+        peer = Peer(sock, response_timeout=self.response_timeout)
         try:
-            self.connector(self.address).close()
-        except OSError:
-            return False
-        return True
+            peer.send(setup_pdu("RQ"))
+            answer = peer.expect("")
+            if answer is None and peer.end is not None:
+                return  # it closed without an answer: a reaction the campaign will judge
+            if answer is None:
+                raise ConnectionError(
+                    f"{self.name} accepted the connection but answered nothing to an "
+                    f"A-ASSOCIATE-RQ within {self.response_timeout:g} s ({peer.end or 'open'})"
+                )
+            self.identity = identity(answer)
+            peer.send(bytes.fromhex("07000000000400000000"))  # A-ABORT: we are done
+        finally:
+            peer.close()
 
     def run(self, case: Case) -> Result:
         """One case on a fresh connection; black-box oracle, then the crash probe."""
         began = time.perf_counter()
+        if not self.cases:
+            self.first = time.monotonic()
+        self.cases += 1
         scenario = SCENARIOS[case.scenario]
         facts = Facts(start="Sta2" if case.pipelined else scenario.start, artim=self.artim)
         facts.prefix = _prefix(case)
@@ -290,10 +353,10 @@ class RemoteTarget:
         try:
             sock = self.connector(self.address)
         except OSError as exc:
-            self.crashed = True
-            return Result(case, Judgement("crash", f"connection refused: {exc}"), "crash")
+            return self._refused(case, exc)
         facts.t_start = time.monotonic()
-        peer = Peer(sock, response_timeout=self.response_timeout)
+        peer = Peer(sock, response_timeout=self.response_timeout, deadline=lambda: self.deadline)
+        waited: list[str] = [""]
         try:
             if not case.pipelined:
                 facts.setup_error = run_setup(peer, scenario.steps, facts, None)
@@ -304,7 +367,31 @@ class RemoteTarget:
                 delivered = peer.deliver(case.stream, case, prefix)
                 facts.delivered = delivered if case.delivery.close_at is not None else None
                 linger = _linger_until(peer, facts, self.artim, self.tolerance[1])
-                peer.finish(case.end, quiet=self.quiet, linger_until=linger)
+
+                def waiting() -> bool:
+                    facts.target_ac = first_ac(peer.outputs)
+                    observed = peer.observed(None)
+                    state = artim_pending(case.pdus, observed, facts, policy)
+                    kinds = sorted({label.split(":")[0] for label, _ in case.pdus})
+                    partial = case.delivery.close_at is not None
+                    waited[:] = [f"{state} {kinds} {partial}"]
+                    # Measured enough: ARTIM was already waited out MEASURED times on this
+                    # path (state, kinds of input, early close); again decides nothing.
+                    # And lingering takes at most LINGER_SHARE of the campaign's time.
+                    spent = time.monotonic() - self.first
+                    share = self.linger_time + time.monotonic() - linger_began
+                    return (
+                        bool(state)
+                        and self.lingered[waited[0]] < self.MEASURED
+                        and share <= self.LINGER_SHARE * spent + 2 * one_wait
+                    )
+
+                linger_began = time.monotonic()
+                one_wait = (self.artim or 0.0) + self.tolerance[1]  # one full wait
+
+                peer.finish(case.end, quiet=self.quiet, linger_until=linger, worth_waiting=waiting)
+                if case.end == "linger":
+                    self.linger_time += time.monotonic() - linger_began
         finally:
             if peer.our_close != "rst":
                 peer.close()
@@ -312,11 +399,58 @@ class RemoteTarget:
         facts.t_close = peer.t_close
         observed = peer.observed(None)
         observed.artim_expired = peer.lingered_out
+        facts.target_ac = first_ac(peer.outputs)
         judgement = evaluate(case.pdus, observed, facts, policy, tolerance=self.tolerance)
-        if not self.alive():
+        if case.end == "linger" and waited[0]:
+            self.lingered[waited[0]] += 1
+        if observed.wire[:1] and observed.wire[0].endswith(",3,2)"):
+            # PS3.8 Table 9-21: source 3 reason 2, local limit exceeded: the peer was busy
+            # (too many associations); the case never reached its start state.
+            detail = f"rejected: {observed.wire[0]} local limit exceeded"
+            judgement = Judgement("setup-failed", detail, labels=judgement.labels)
+        silent = not peer.outputs and peer.end is None and peer.our_close != "rst"
+        self.silent = self.silent + 1 if silent else 0
+        if self.silent >= self.SILENT_CASES:
             self.crashed = True
+            self.stopped = f"stopped answering: {self.silent} cases without a byte or a close"
+            judgement = Judgement("crash", self.stopped, labels=judgement.labels, key="silent")
+        elif not self.alive():
+            self.crashed = True
+            self.stopped = f"refuses connections for {self.REFUSED_FOR:g} s"
             judgement = Judgement(
-                "crash", f"refused after: {judgement.detail}", labels=judgement.labels
+                "crash",
+                f"refused after: {judgement.detail}",
+                labels=judgement.labels,
+                key="refused after the case",
             )
         elapsed = time.perf_counter() - began
         return Result(case, judgement, observed.outcome(), judgement.cells, elapsed, peer.raw())
+
+    def _refused(self, case: Case, exc: OSError) -> Result:
+        """A connect that failed: transient (setup failure) unless the peer keeps refusing."""
+        if self.alive():
+            detail = f"refused: connect failed ({exc.__class__.__name__}), then accepted again"
+            return Result(case, Judgement("setup-failed", detail), "refused")
+        self.crashed = True
+        self.stopped = f"refuses connections for {self.REFUSED_FOR:g} s ({exc})"
+        return Result(case, Judgement("crash", self.stopped, key="refused"), "crash")
+
+
+def identity(pdu: bytes) -> dict[str, str]:
+    """The implementation class UID (52H) and version name (55H) in an RQ/AC (PS3.7 D.3.3.2)."""
+    out: dict[str, str] = {}
+    off = 6 + 68
+    while off + 4 <= len(pdu):
+        item, length = pdu[off], int.from_bytes(pdu[off + 2 : off + 4], "big")
+        if item == 0x50:
+            sub = off + 4
+            while sub + 4 <= min(len(pdu), off + 4 + length):
+                kind, size = pdu[sub], int.from_bytes(pdu[sub + 2 : sub + 4], "big")
+                value = pdu[sub + 4 : sub + 4 + size].decode("latin-1").rstrip("\x00 ")
+                if kind == 0x52:
+                    out["implementation_class_uid"] = value
+                elif kind == 0x55:
+                    out["implementation_version_name"] = value
+                sub += 4 + size
+        off += 4 + length
+    return out

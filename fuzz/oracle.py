@@ -14,7 +14,7 @@ the observed trace.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from fuzz.spec import ARTIM_STATES, EFFECTS, PDU_EVENT, load_table
@@ -36,21 +36,43 @@ class Frame:
     interp: bool = False  # Evt19 only by a contextual [interp] rule (validate.Verdict)
     abort_source: int | None = None  # for Evt16: AA-3 indicates A-ABORT (0) or A-P-ABORT
     unknown_type: bool = False  # a receiver may not know where the next PDU starts (§9.3.1)
+    rules: tuple[str, ...] = ()  # the [interp] rules (fuzz.interp keys) this PDU touches
 
 
-def frame_of(verdict: Verdict, label: str = "", *, relax_interp: bool = False) -> Frame:
-    """The events PS3.8 allows for a PDU of this verdict (spec notes §4.1)."""
+def frame_of(
+    verdict: Verdict,
+    label: str = "",
+    *,
+    relax_interp: bool = False,
+    readings: Mapping[str, str] | None = None,
+) -> Frame:
+    """The events PS3.8 allows for a PDU of this verdict (spec notes §4.1).
+
+    A PDU invalid only by [interp] rules (``fuzz.interp``) raises Evt19 by default, either
+    event with ``relax_interp``, and with ``readings`` (the reading a known implementation
+    takes of each rule) exactly the event those readings give.
+    """
     own = PDU_EVENT.get(verdict.pdu_type)
-    if own is None or (verdict.level == INVALID and not (relax_interp and verdict.interp)):
-        events: tuple[str, ...] = ("Evt19",)
+    interp = verdict.level == INVALID and verdict.interp
+    events: tuple[str, ...]
+    if own is not None and interp and readings is not None:
+        taken = {readings.get(rule, "Evt19") for rule in verdict.interp_rules}
+        if taken == {"Evt19"}:
+            events = ("Evt19",)
+        elif len(taken) == 1 and not verdict.undecided:
+            events = (own,)
+        else:
+            events = (own, "Evt19")
+    elif own is None or (verdict.level == INVALID and not (relax_interp and verdict.interp)):
+        events = ("Evt19",)
     elif verdict.level == VALID:
         events = (own,)
     else:  # EITHER, or a relaxed [interp] rule
         events = (own, "Evt19")
-    interp = verdict.level == INVALID and verdict.interp
     source = verdict.source if verdict.pdu_type == 0x07 else None
     unknown = verdict.pdu_type not in PDU_EVENT
-    return Frame(events, label, verdict.version_bit0, interp, source, unknown)
+    rules = tuple(verdict.interp_rules)
+    return Frame(events, label, verdict.version_bit0, interp, source, unknown, rules)
 
 
 def wire_kind(data: bytes) -> str:
@@ -76,6 +98,7 @@ class Policy:
     answer_release: bool = True  # Evt14 in Sta8, Sta9, Sta12 (AR-4, AR-9)
     react_to_data: bool = True  # after a P-DATA indication: P-DATA requests or an A-ABORT
     role: str = "acceptor"  # the target's association role (AR-8 branch)
+    initiates: bool = False  # a requestor's user: once associated, P-DATA, release or abort
 
 
 @dataclass
@@ -222,6 +245,13 @@ def match(
             yield from step(cfg, "Sta13", send="RP", cell=("Evt14", state, "AR-4"))
         if state == "Sta9" and policy.answer_release:
             yield from step(cfg, "Sta11", send="RP", cell=("Evt14", state, "AR-9"))
+        if policy.initiates and state == "Sta6":
+            # A requestor's own user (e.g. echoscu): its request, its release, or an abort
+            # once the association is there (PS3.8 §7: Evt9, Evt11, Evt15 in Sta6).
+            yield from step(cfg, state, send="P-DATA", cell=("Evt9", state, "DT-1"))
+            yield from step(cfg, "Sta7", send="REL-RQ", cell=("Evt11", state, "AR-1"))
+            if not cfg.data_seen:
+                yield from step(cfg, "Sta13", send="ABORT-user", cell=("Evt15", state, "AA-1"))
         if cfg.data_seen and policy.react_to_data and state in ("Sta6", "Sta8"):
             action = "DT-1" if state == "Sta6" else "AR-7"
             yield from step(cfg, state, send="P-DATA", cell=("Evt9", state, action))
@@ -301,13 +331,20 @@ def match(
         seen.add(cfg)
         if accepting(cfg):
             return _success(cfg, parents)
-        score = (cfg.j, cfg.k, cfg.i)
+        # The furthest into the reaction; among those, the earliest input: the PDU the
+        # reaction went wrong on (not a later one a receiver might have skipped).
+        score = (cfg.j, cfg.k, -cfg.i)
         if best is None or score > best[0]:
             best = (score, cfg)
         stack.extend(reversed(list(successors(cfg))))  # frames first, ARTIM last
     assert best is not None
     cfg = best[1]
-    events = "/".join(frames[cfg.i].events) if cfg.i < len(frames) else "end"
+    events = "end"
+    if cfg.i < len(frames):
+        # Its class: Evt19 when it may be invalid at all (whatever else it may raise), else
+        # its own event ("-", not processed, only when nothing else is possible).
+        allowed = [e for e in frames[cfg.i].events if e != "-"] or ["-"]
+        events = "Evt19" if "Evt19" in allowed else "/".join(allowed)
     saw = _short(wire[cfg.j]) if cfg.j < len(wire) else observed.end
     return MatchResult(
         False,

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from fuzz.check import Facts, Judgement, evaluate
+from fuzz.interp import NETDICOM2
 from fuzz.oracle import Observed, wire_kind
 from fuzz.scenarios import PIPELINE_PREFIX, SCENARIOS, Scenario, UserScript
 from fuzz.strategies import Case
@@ -34,10 +35,9 @@ from netdicom2.pdu import (
     PDataTfPDU,
 )
 
-__all__ = ["LocalTarget", "Result", "Target", "indication_kind"]
+__all__ = ["LocalTarget", "Result", "Target", "first_ac", "indication_kind"]
 
 _VERIFICATION = "1.2.840.10008.1.1"
-_PIPELINE_FACTS = frozenset({1})
 
 
 @dataclass
@@ -60,6 +60,7 @@ class Target(Protocol):
     pipelinable: frozenset[str]
     max_delay: float
     ends: tuple[str, ...]
+    deadline: float | None  # the campaign's end (monotonic); network targets stop there
 
     def run(self, case: Case) -> Result: ...
 
@@ -79,6 +80,11 @@ def indication_kind(primitive: PDU) -> str:
         AReleaseRpPDU: "A-RELEASE-RP",
     }
     return names[type(primitive)]
+
+
+def first_ac(outputs: list[bytes]) -> bytes | None:
+    """The first A-ASSOCIATE-AC among PDUs a target sent (it says which contexts it accepted)."""
+    return next((data for data in outputs if data[:1] == b"\x02"), None)
 
 
 def _requestor_rq() -> AAssociateRqPDU:
@@ -147,8 +153,12 @@ class LocalTarget:
     max_delay = 0.05
     ends: tuple[str, ...] = ("fin", "fin", "quiet", "linger")
 
-    def __init__(self, artim: float = 30.0) -> None:
+    def __init__(
+        self, artim: float = 30.0, *, readings: Mapping[str, str] | None = NETDICOM2
+    ) -> None:
         self.artim = artim
+        self.readings = readings  # the [interp] readings held to (None: black-box judging)
+        self.deadline: float | None = None  # a local case takes microseconds: not used
         self.scenarios = list(SCENARIOS)
         self.pipelinable = frozenset(PIPELINE_PREFIX)
 
@@ -165,9 +175,6 @@ class LocalTarget:
         facts.setup_error = sim.setup(scenario, facts, case.pipelined)
         base_out, base_ind = len(sim.outputs), len(sim.user.indications)
         facts.t_start = sim.times[base_out - 1] if base_out else 0.0
-        if case.pipelined:
-            facts.accepted = _PIPELINE_FACTS
-            facts.peer_max = 16384
         delivered = sim.deliver(case, b"".join(d for _, d in facts.prefix))
         facts.delivered = delivered if case.delivery.close_at is not None else None
         our_close = "fin" if case.delivery.close_at is not None else None
@@ -180,14 +187,16 @@ class LocalTarget:
         outputs = sim.outputs[base_out:]
         facts.t_outputs = sim.times[base_out:]
         facts.t_close = sim.t_close
+        facts.target_ac = first_ac(sim.outputs)
         observed = Observed(
             [wire_kind(d) for d in outputs],
             "close" if sim.closed else "open",
             sim.user.indications[base_ind:],
             our_close,
         )
+        policy = scenario.user.policy()
         judgement = evaluate(
-            [*case.pdus], observed, facts, scenario.user.policy(), tolerance=(0.0, 0.0)
+            [*case.pdus], observed, facts, policy, tolerance=(0.0, 0.0), readings=self.readings
         )
         cells = [(t.event.value, t.state.value, t.action.value) for t in sim.conn.transcript]
         return Result(case, judgement, observed.outcome(), cells, time.perf_counter() - began)

@@ -39,17 +39,25 @@ class Verdict:
     level: str = VALID
     rules: list[str] = field(default_factory=list)
     interp: bool = False  # INVALID only by a contextual [interp] rule
+    interp_rules: list[str] = field(default_factory=list)  # their keys (fuzz.interp.RULES)
+    undecided: bool = False  # some rule left both readings open (EITHER)
     version_bit0: bool = True  # A-ASSOCIATE-RQ: bit 0 of protocol-version (AE-6 branch)
     context_ids: tuple[int, ...] = ()  # RQ: proposed; AC: accepted (result 0)
     max_length: int | None = None  # sub-item 51H of an RQ/AC
     source: int | None = None  # A-ABORT / A-ASSOCIATE-RJ source
 
-    def flag(self, level: str, rule: str, *, interp: bool = False) -> None:
-        """Record a rule; the verdict is the most severe level seen."""
+    def flag(self, level: str, rule: str, *, interp: str = "") -> None:
+        """Record a rule; the verdict is the most severe level seen.
+
+        ``interp`` names the ``fuzz.interp.RULES`` entry when the rule is one of them.
+        """
         self.rules.append(rule)
+        self.undecided |= level == EITHER
+        if interp:
+            self.interp_rules.append(interp)
         if _RANK[level] > _RANK[self.level]:
             self.level = level
-            self.interp = interp
+            self.interp = bool(interp)
         elif level == INVALID and not interp:
             self.interp = False
 
@@ -59,8 +67,13 @@ def judge(
     *,
     accepted: frozenset[int] | None = None,
     max_pdata: int | None = None,
+    contexts_known: bool = True,
 ) -> Verdict:
-    """Sort one whole PDU (header + PDU-length bytes); ``accepted``/``max_pdata`` for P-DATA."""
+    """Sort one whole PDU (header + PDU-length bytes); ``accepted``/``max_pdata`` for P-DATA.
+
+    ``contexts_known=False``: an association exists but which contexts it accepted is not
+    known (the target's A-ASSOCIATE-AC was not seen), so a PDV's context decides nothing.
+    """
     pdu_type = data[0] if data else -1
     verdict = Verdict(pdu_type)
     if len(data) < 6:
@@ -82,7 +95,9 @@ def judge(
             elif (source == 2 and reason not in (1, 2)) or (source == 3 and reason > 7):
                 verdict.flag(EITHER, "Table 9-21: reason out of range")
     elif pdu_type == 0x04:
-        _pdata(body, verdict, accepted, max_pdata, length)
+        _pdata(body, verdict, accepted if contexts_known else None, max_pdata, length)
+        if not contexts_known and verdict.level == VALID:
+            verdict.flag(EITHER, "§10.1: the accepted presentation contexts are not known")
     elif pdu_type in (0x05, 0x06):
         _fixed(body, verdict, "Tables 9-24/9-25")
     elif pdu_type == 0x07:
@@ -214,7 +229,7 @@ def _presentation_context(body: bytes, start: int, end: int, verdict: Verdict, *
         if result == 0 and not transfer:
             # Not among the Evt19 triggers of spec notes §4.1: a contextual [interp] rule.
             rule = "Table 9-18 [interp]: accepted context without transfer syntax"
-            verdict.flag(INVALID, rule, interp=True)
+            verdict.flag(INVALID, rule, interp="ac-context-no-transfer-syntax")
             return False
         if result != 0:
             return True  # the transfer syntax of a rejected context is not tested
@@ -310,6 +325,9 @@ def _pdata(
         return
     verdict.context_ids = tuple(ids)
     if accepted is not None and not set(ids) <= accepted:
-        verdict.flag(INVALID, "§10.1 [interp]: PDV on a context not accepted", interp=True)
+        verdict.flag(
+            INVALID, "§10.1 [interp]: PDV on a context not accepted", interp="pdata-context"
+        )
     if max_pdata and length > max_pdata:
-        verdict.flag(INVALID, "Annex D.1 [interp]: longer than the announced maximum", interp=True)
+        rule = "Annex D.1 [interp]: longer than the announced maximum"
+        verdict.flag(INVALID, rule, interp="pdata-max-length")

@@ -20,9 +20,22 @@ from fuzz.oracle import Observed, wire_kind
 from fuzz.strategies import Case, setup_rq
 from fuzz.validate import judge
 
-__all__ = ["Peer", "accept_all", "run_setup", "setup_pdu"]
+__all__ = ["MAX_KEPT_BYTES", "MAX_KEPT_PDUS", "OutOfTime", "Peer", "accept_all", "run_setup"]
+__all__ += ["setup_pdu"]
 
 Sync = Callable[[str], bool]
+
+#: What one case keeps of the target's reaction (PDUs, bytes); the rest is counted, not stored,
+#: so that a peer flooding tiny P-DATA-TF PDUs cannot grow memory or corpus files.
+MAX_KEPT_PDUS = 256
+MAX_KEPT_BYTES = 1 << 20
+
+
+class OutOfTime(BaseException):
+    """The campaign's time budget ran out in the middle of a case (not a failure: unwinds).
+
+    A BaseException, so that Hypothesis lets it through at once instead of shrinking it.
+    """
 
 
 def setup_pdu(name: str) -> bytes:
@@ -65,10 +78,17 @@ def accept_all(rq: bytes) -> tuple[bytes, frozenset[int]]:
 class Peer:
     """One connection seen from the fuzzing peer: send, read PDUs, notice FIN/RST."""
 
-    def __init__(self, sock: socket.socket, *, response_timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        response_timeout: float = 2.0,
+        deadline: Callable[[], float | None] | None = None,
+    ) -> None:
         sock.setblocking(False)
         self.sock = sock
         self.response_timeout = response_timeout
+        self.deadline = deadline  # the campaign's end (monotonic, read live): OutOfTime past it
         self.selector = selectors.DefaultSelector()
         self.selector.register(sock, selectors.EVENT_READ)
         self.buffer = bytearray()
@@ -82,6 +102,8 @@ class Peer:
         self.base = 0  # outputs before this index belong to the setup
         self.cursor = 0  # next output the setup has not consumed yet
         self.lingered_out = False  # open past the ARTIM deadline we waited for
+        self.dropped = 0  # PDUs received beyond MAX_KEPT_PDUS / MAX_KEPT_BYTES (not kept)
+        self.kept_bytes = 0
 
     def mark(self) -> None:
         """The setup is over: later outputs are the reaction to the fuzz stream."""
@@ -93,6 +115,12 @@ class Peer:
         """Wait up to ``timeout`` for data or the close; False when nothing came."""
         if self.end is not None:
             return False
+        end = None if self.deadline is None else self.deadline()
+        if end is not None:
+            left = end - time.monotonic()
+            if left <= 0:
+                raise OutOfTime
+            timeout = min(timeout, left)
         if not self.selector.select(max(0.0, timeout)):
             return False
         try:
@@ -107,17 +135,24 @@ class Peer:
             return True
         self.buffer += data
         now = time.monotonic()
-        while len(self.buffer) >= 6:
-            size = 6 + struct.unpack_from(">I", self.buffer, 2)[0]
+        off = 0  # one deletion per read: linear in the bytes received, however small the PDUs
+        while len(self.buffer) - off >= 6:
+            size = 6 + struct.unpack_from(">I", self.buffer, off + 2)[0]
             if size > 1 << 24:
                 self.garbage = True  # no sane target sends this: stop parsing
                 self.buffer.clear()
+                off = 0
                 break
-            if len(self.buffer) < size:
+            if len(self.buffer) - off < size:
                 break
-            self.outputs.append(bytes(self.buffer[:size]))
-            self.times.append(now)
-            del self.buffer[:size]
+            if len(self.outputs) < MAX_KEPT_PDUS and self.kept_bytes + size <= MAX_KEPT_BYTES:
+                self.outputs.append(bytes(self.buffer[off : off + size]))
+                self.times.append(now)
+                self.kept_bytes += size
+            else:
+                self.dropped += 1  # counted, not kept (the oracle is told: see observed)
+            off += size
+        del self.buffer[:off]
         return True
 
     def _ended(self, how: str) -> None:
@@ -255,11 +290,15 @@ class Peer:
     def raw(self) -> list[str]:
         """The reaction's PDUs in hex (and a trailing fragment), for the corpus."""
         out = [d.hex() for d in self.outputs[self.base :]]
-        return out + ([f"partial:{self.partial.hex()}"] if self.partial else [])
+        if self.dropped:
+            out.append(f"truncated: {self.dropped} more PDUs not kept")
+        return out + ([f"partial:{self.partial.hex()[:512]}"] if self.partial else [])
 
     def observed(self, indications: list[str] | None = None) -> Observed:
         """The reaction as the oracle reads it."""
         wire = [wire_kind(d) for d in self.outputs[self.base :]]
+        if self.dropped:
+            wire.append(f"truncated({self.dropped})")
         if self.garbage:
             wire.append("garbage")
         end = "unobserved" if self.our_close == "rst" else (self.end or "open")
@@ -281,12 +320,16 @@ def run_setup(peer: Peer, steps: tuple[str, ...], facts: Facts, sync: Sync | Non
             else:
                 data = setup_pdu(what)
             if not peer.send(data):
-                return f"connection lost before {step}"
+                return f"closed: connection lost before {step}"
         elif verb == "expect":
             got = peer.expect(what)
             if got is None:
                 seen = [wire_kind(d) for d in peer.outputs]
-                return f"{step}: got {seen or 'nothing'} ({peer.end or 'open'})"
+                # rejected: an A-ASSOCIATE-RJ (e.g. 2/3/2 local limit exceeded, Table 9-21);
+                # unresponsive: nothing at all and still open; closed: it closed or reset.
+                kind = "rejected" if any(k.startswith("RJ") for k in seen) else "closed"
+                kind = "unresponsive" if not seen and peer.end is None else kind
+                return f"{kind}: {step}: got {seen or 'nothing'} ({peer.end or 'open'})"
             if what == "AC":
                 verdict = judge(got)
                 facts.accepted = frozenset(verdict.context_ids)
@@ -294,5 +337,5 @@ def run_setup(peer: Peer, steps: tuple[str, ...], facts: Facts, sync: Sync | Non
             elif what == "RQ":
                 target_rq = got
         elif verb == "sync" and (sync is None or not sync(what)):
-            return f"{step}: target not in {what}"
+            return f"other: {step}: target not in {what}"
     return ""

@@ -275,7 +275,9 @@ def _findings(summary: Summary) -> str:
             f'{esc(verdict)}</span></td><td class="num">{esc(f.get("count"))}</td>'
             f'<td class="num">{esc(f.get("first_example"))}</td>'
             f'<td><div class="sig">{esc(f.get("signature"))}</div>'
-            f'<div class="muted">{esc(f.get("detail"))}</div>{how}</td></tr>'
+            f'<div class="muted">{esc(f.get("detail"))}</div>'
+            + (f'<div class="muted">{esc(f.get("shrunk"))}</div>' if f.get("shrunk") else "")
+            + f"{how}</td></tr>"
         )
     return (
         '<table class="list findings"><thead><tr><th>verdict</th><th>count</th>'
@@ -300,6 +302,14 @@ table.findings .sig { font-weight: 600; }
 table.findings .how { float: right; margin-top: 6px; }
 table.findings pre.repro { margin: 4px 70px 2px 0; padding: 4px 8px; }
 """
+
+
+def _counts(counts: object) -> str | None:
+    """ "rejected 3, unresponsive 1" for the non-zero counts, None when there are none."""
+    if not isinstance(counts, Mapping):
+        return None
+    items = [f"{k} {n}" for k, n in counts.items() if isinstance(n, int) and n]
+    return ", ".join(items) or None
 
 
 def render_fuzz(summary: Summary, timeline: Sequence[Mapping[str, float]] | None = None) -> str:
@@ -332,6 +342,17 @@ def render_fuzz(summary: Summary, timeline: Sequence[Mapping[str, float]] | None
             "RSS growth",
             f"{summary.get('rss_growth_kb')} KiB" if "rss_growth_kb" in summary else None,
         ),
+        ("peer", " ".join(map(str, (summary.get("peer") or {}).values())) or None),
+        ("setup failures", _counts(summary.get("setup_failed"))),
+        ("[interp] notes", _counts(summary.get("interpretations"))),
+        (
+            "failing cases",
+            f"{summary.get('failing_cases')} ({summary.get('unconfirmed_findings') or 0} "
+            "did not reproduce)"
+            if "failing_cases" in summary
+            else None,
+        ),
+        ("peer stopped", summary.get("stopped") or None),
     ]
     findings = summary.get("findings") or []
     body = [
@@ -353,7 +374,8 @@ def render_fuzz(summary: Summary, timeline: Sequence[Mapping[str, float]] | None
     document = page(
         f"Fuzzing campaign: {summary.get('target') or 'unknown target'}",
         "\n".join(body),
-        subtitle=f"{summary.get('examples')} examples in {summary.get('seconds')} s",
+        subtitle=f"{summary.get('examples')} examples in {summary.get('seconds')} s"
+        + (" (partial: interrupted)" if summary.get("partial") else ""),
         kind="fuzz",
     )
     return document.replace("</style>", _FUZZ_CSS + "</style>", 1)
