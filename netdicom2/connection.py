@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from operator import attrgetter
 
+from netdicom2.acse import check_request
 from netdicom2.actions import (
     ACTIONS,
     Acceptable,
@@ -219,6 +220,12 @@ class Connection:
         return self._state
 
     @property
+    def buffered(self) -> int:
+        """Bytes the framer holds for a PDU in progress (grows with bytes received only)."""
+        framer = self._framer
+        return 0 if framer is None else framer.reserved
+
+    @property
     def artim_deadline(self) -> float | None:
         """When ARTIM expires, or None when it is not running (it runs in Sta2 and Sta13)."""
         return self._artim_deadline
@@ -308,6 +315,14 @@ class Connection:
         for frame in frames:
             if not self.transport_open:
                 return effects  # a previous PDU closed the transport: the rest is ignored
+            if frame[0] == 0x01 and check_request(frame) is not None:
+                # PS3.8 §9.3.2.2 (Table 9-13): an even or repeated presentation context ID (so
+                # also more than 128 contexts) is an invalid PDU parameter value: Evt19 (AA-1
+                # in Sta2, reason 6 of Table 9-26), never an A-ASSOCIATE indication. Checked
+                # before decoding, so that refusing costs a scan of the item headers only.
+                reason = AbortReason.INVALID_PDU_PARAMETER_VALUE
+                effects += self._fire(Event.Evt19, None, now, abort_reason=reason)
+                continue
             try:
                 pdu = decode(frame)
             except PDUDecodeError as exc:
