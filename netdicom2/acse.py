@@ -29,6 +29,7 @@ __all__ = [
     "IMPLEMENTATION_CLASS_UID",
     "IMPLEMENTATION_VERSION_NAME",
     "MAX_PRESENTATION_CONTEXTS",
+    "MAX_REQUEST_ITEMS",
     "STORAGE_SOP_CLASSES",
     "TRANSFER_SYNTAXES",
     "AcceptedContext",
@@ -111,6 +112,11 @@ TRANSFER_SYNTAXES: tuple[str, ...] = (
 
 # PS3.8 §9.3.2.2, Table 9-13: presentation context IDs are odd integers 1-255, each used once.
 MAX_PRESENTATION_CONTEXTS = 128
+#: Variable items an A-ASSOCIATE-RQ may carry: Table 9-11 defines one Application Context item,
+#: one or more Presentation Context items (at most 128) and one User Information item; room is
+#: left for as many items of other types (kept, not interpreted). More is refused before
+#: decoding, so that a request costs a bounded number of items whatever its length [interp].
+MAX_REQUEST_ITEMS = 256
 _ITEM_HEADER = struct.Struct(">BBH")
 
 # PS3.8 Table 9-18: presentation context results.
@@ -217,16 +223,20 @@ def check_request(pdu: bytes | bytearray | memoryview) -> str | None:
     so at most 128 of them. A request breaking this is an invalid PDU parameter value: the
     provider treats it as Evt19 (A-ABORT, Table 9-26 reason 6), not as a request AE-6 could
     reject (the RJ reasons of Table 9-21 are for valid requests the acceptor will not take).
-    Only the top-level item headers are read: the scan stops at the first fault, and a length
-    that does not nest is left to the decoder.
+    Only the top-level item headers are read, at most MAX_REQUEST_ITEMS + 1 of them: the scan
+    stops at the first fault, and a length that does not nest is left to the decoder.
     """
     size = len(pdu)
     seen: set[int] = set()
     off = 74  # PS3.8 Table 9-11: the variable items start after the 74-byte fixed part
     unpack = _ITEM_HEADER.unpack_from
-    while off + 5 <= size:
+    items = 0
+    while off + 4 <= size:
+        items += 1
+        if items > MAX_REQUEST_ITEMS:
+            return f"more than {MAX_REQUEST_ITEMS} variable items (PS3.8 Table 9-11)"
         item_type, _, length = unpack(pdu, off)
-        if item_type == 0x20:
+        if item_type == 0x20 and off + 4 < size:  # (a truncated item: the decoder says so)
             context_id = pdu[off + 4]
             if not context_id & 1:
                 return f"presentation context ID {context_id} is even (PS3.8 §9.3.2.2)"

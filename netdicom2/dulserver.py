@@ -15,10 +15,26 @@ loop stops reading a connection while `_OUT_HIGH_WATER` bytes wait for it, and d
 transport when the peer reads nothing for `send_timeout` seconds (Evt17).
 
 Handlers run in the loop thread and must not block: a slow handler delays every association.
+
+Hostile peers meet bounds, not growth: each PDU in progress holds at most about twice the bytes
+received (`PDUFramer`), an A-ASSOCIATE-RQ is refused past `max_associate_length`, the bytes held
+by all connections are bounded by `max_buffered` (beyond it the connections holding the most
+are aborted first), one peer address holds at most `max_per_address` associations, and a full
+backlog of connections without A-ASSOCIATE-RQ (`max_pending`) drops the oldest silent one before
+any that is sending its request.
+
+Failures are loud. An exception while serving one connection is contained to it: one ERROR line,
+that association aborted, the loop goes on. One that cannot be contained (the selector or the
+listener failing, memory exhausted outside a connection) stops the loop: every association is
+aborted, the listener closed, a CRITICAL line logged, `failure` set, and `ServerFailedError` is
+raised by `serve_forever()` and again by `shutdown()` and `wait()`. With `start()`, `on_failure`
+is called with the exception; without one, the main thread is interrupted (as by Ctrl-C) so that
+a process does not live on with a dead server.
 """
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import heapq
 import itertools
@@ -28,6 +44,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from netdicom2.connection import (
@@ -38,7 +55,8 @@ from netdicom2.connection import (
     SendPDU,
     check_settings,
 )
-from netdicom2.exceptions import LocalProtocolError, ProviderStoppedError
+from netdicom2.exceptions import LocalProtocolError, ProviderStoppedError, ServerFailedError
+from netdicom2.framing import DEFAULT_MAX_ASSOCIATE_LENGTH
 from netdicom2.fsm import State
 from netdicom2.pdu import PDU, AAbortPDU, AAssociateRjPDU, AAssociateRqPDU, PDataTfPDU
 from netdicom2.transport import (
@@ -69,6 +87,14 @@ IDLE = "idle"  # no indication within idle_timeout: we aborted (PS3.8 §9.1.4 No
 EVICTED = "evicted"  # dropped in Sta2 to make room for newer connections (max_pending)
 ERROR = "error"  # the handler raised: we aborted
 SHUTDOWN = "shutdown"  # the server is shutting down: we aborted
+SHED = "shed"  # over the server's budget of buffered bytes, it held the most: we aborted
+
+#: Default budget of bytes buffered (PDUs in progress, output waiting) over all connections.
+DEFAULT_MAX_BUFFERED = 256 * 1024 * 1024
+#: Default cap of associations one peer address holds at once (the rest: A-ASSOCIATE-RJ).
+DEFAULT_MAX_PER_ADDRESS = 256
+# PS3.8 Table 9-21: rejected-transient, service-provider (presentation), local-limit-exceeded.
+_LOCAL_LIMIT = (2, 3, 2)
 
 
 class Handler(Protocol):
@@ -86,23 +112,30 @@ class Channel:
 
     __slots__ = (
         "_out",
+        "address_counted",
         "connection",
         "finished",
         "handler",
+        "held",
         "idle_deadline",
         "mask",
+        "peer",
         "scheduled",
         "server",
         "sock",
     )
 
-    def __init__(self, server: DULServer, sock: socket.socket) -> None:
+    def __init__(self, server: DULServer, sock: socket.socket, peer: str = "") -> None:
         self.server = server
         self.sock: socket.socket | None = sock
+        self.peer = peer  # the peer's address (host), for max_per_address
+        self.address_counted = False  # holds one of its address's association slots
+        self.held = 0  # bytes buffered for it, as last counted in server.buffered
         self.connection = Connection(
             requestor=False,
             artim_timeout=server.artim_timeout,
             max_pdu_length=server.max_pdu_length,
+            max_other_length=server.max_associate_length,
             acceptable=self._admit,
             # One DEBUG line per transition (as DULServiceProvider), when asked for at accept.
             observer=log_transition if _transitions.isEnabledFor(logging.DEBUG) else None,
@@ -120,9 +153,24 @@ class Channel:
         """The current PS3.8 state (Sta1..Sta13)."""
         return self.connection.state
 
+    @property
+    def queued(self) -> int:
+        """Bytes of output waiting for the peer to read them."""
+        return self._out.size
+
     def _admit(self, rq: AAssociateRqPDU) -> AAssociateRjPDU | None:
-        """PS3.8 AE-6: the server's policy decides on this connection's A-ASSOCIATE-RQ."""
-        return self.server.admit(self, rq)
+        """PS3.8 AE-6: the per-address cap, then the server's policy, decide on the RQ."""
+        server = self.server
+        limit = server.max_per_address
+        if limit and server.per_address.get(self.peer, 0) >= limit:
+            # PS3.8 §7.1.2.6, Table 9-21: rejected-transient, local limit exceeded (2/3/2).
+            log.info("%s holds %d associations: A-ASSOCIATE-RJ 2/3/2", self.peer, limit)
+            return AAssociateRjPDU(*_LOCAL_LIMIT)
+        answer = server.admit(self, rq)
+        if answer is None:
+            server.per_address[self.peer] = server.per_address.get(self.peer, 0) + 1
+            self.address_counted = True
+        return answer
 
     def send(self, primitive: PDU) -> None:
         """Hand a user primitive to Table 9-10 and write its PDU(s) now (loop thread only).
@@ -174,7 +222,7 @@ class Channel:
         if server.idle_timeout is not None:
             self.idle_deadline = server.now + server.idle_timeout
         if self.handler is None:
-            server.pending.pop(self, None)  # no longer waiting for its A-ASSOCIATE-RQ
+            server.unpend(self)  # no longer waiting for its A-ASSOCIATE-RQ
             self.handler = server.new_handler(self)
         try:
             self.handler.indication(primitive)
@@ -196,7 +244,10 @@ class Channel:
         effects = receive(sock, self.connection)
         if effects is None:
             self.transport_lost(time.monotonic())
-        elif effects:
+            return
+        if self.handler is None:
+            self.server.sending(self)  # its A-ASSOCIATE-RQ is on its way (eviction order)
+        if effects:
             self.perform(effects)
 
     def _write(self, effect: SendPDU) -> None:
@@ -275,8 +326,13 @@ class DULServer:
     Subclasses give each connection its service user (`new_handler`), may refuse an
     A-ASSOCIATE-RQ (`admit`, PS3.8 AE-6) and count events (`accept_failed`, `evicted`).
     `max_pending` bounds connections still in Sta2 (no A-ASSOCIATE-RQ yet, bounded in time by
-    ARTIM): beyond it the oldest is dropped. `idle_timeout` aborts an association with no
-    indication for that long (PS3.8 §9.1.4 Note 2, not ARTIM).
+    ARTIM): beyond it the oldest silent one is dropped, or when none is silent the oldest one
+    sending its request. `idle_timeout` aborts an association with no indication for that
+    long (PS3.8 §9.1.4 Note 2, not ARTIM). `max_associate_length` bounds the PDU-length of an
+    A-ASSOCIATE-RQ (Evt19 beyond), `max_buffered` the bytes held over all connections (the
+    connections holding most are aborted first, outcome SHED), `max_per_address` the
+    associations of one peer address (A-ASSOCIATE-RJ 2/3/2 beyond; 0: no cap).
+    `on_failure` is told when the loop stops on a failure it could not contain (see above).
     """
 
     def __init__(
@@ -289,6 +345,10 @@ class DULServer:
         idle_timeout: float | None = None,
         max_pending: int = 1000,
         name: str = "dul-server",
+        max_associate_length: int = DEFAULT_MAX_ASSOCIATE_LENGTH,
+        max_buffered: int = DEFAULT_MAX_BUFFERED,
+        max_per_address: int = DEFAULT_MAX_PER_ADDRESS,
+        on_failure: Callable[[BaseException], object] | None = None,
     ) -> None:
         """Serve ``listener`` (bound and listening) once start() or serve_forever() is called.
 
@@ -300,6 +360,14 @@ class DULServer:
                 raise ValueError(f"timeouts must be more than 0 s: {send_timeout}, {idle_timeout}")
             if max_pending < 1:
                 raise ValueError(f"max_pending must be at least 1, not {max_pending}")
+            if not 74 <= max_associate_length <= 0xFFFFFFFF:  # PS3.8 Table 9-11: 68 + header
+                raise ValueError(
+                    f"max_associate_length must be 74..2**32-1: {max_associate_length}"
+                )
+            if max_buffered < 1 << 20:
+                raise ValueError(f"max_buffered must be at least 1 MiB, not {max_buffered}")
+            if max_per_address < 0:
+                raise ValueError(f"max_per_address must be 0 or more, not {max_per_address}")
         except ValueError:
             listener.close()
             raise
@@ -308,6 +376,13 @@ class DULServer:
         self.send_timeout = send_timeout
         self.idle_timeout = idle_timeout
         self.max_pending = max_pending
+        self.max_associate_length = max_associate_length
+        self.max_buffered = max_buffered
+        self.max_per_address = max_per_address
+        self.on_failure = on_failure
+        self.buffered = 0  # bytes held by every connection (Channel.held), loop thread only
+        self.per_address: dict[str, int] = {}  # associations admitted, by peer address
+        self.failure: BaseException | None = None  # why the loop stopped, if it failed
         self._name = name
         listener.setblocking(False)
         # Linux copies TCP_NODELAY from the listener to each accepted socket (a system call
@@ -320,7 +395,8 @@ class DULServer:
         self._selector.register(self._wakeup_r, selectors.EVENT_READ)
         self._channels: dict[int, Channel] = {}  # by socket descriptor
         self.now = time.monotonic()  # when the loop's current turn began
-        self.pending: dict[Channel, None] = {}  # Sta2 without an indication yet, oldest first
+        self.pending: dict[Channel, None] = {}  # Sta2, nothing received yet, oldest first
+        self.receiving: dict[Channel, None] = {}  # Sta2, its RQ arriving, by first byte
         self._heap: list[tuple[float, int, Channel]] = []
         self._sequence = itertools.count()
         self._stopping = False
@@ -372,57 +448,96 @@ class DULServer:
         return self._active
 
     def start(self) -> None:
-        """Run serve_forever() in a thread of its own."""
-        self._thread = threading.Thread(target=self.serve_forever, name=self._name, daemon=True)
+        """Run serve_forever() in a thread of its own (a failure: see on_failure)."""
+        self._thread = threading.Thread(target=self._run_thread, name=self._name, daemon=True)
         self._thread.start()
 
+    def _run_thread(self) -> None:
+        """serve_forever() in start()'s thread: a failure goes to on_failure, or the main thread."""
+        try:
+            self.serve_forever()
+        except ServerFailedError as exc:
+            failure = exc.__cause__ or exc
+            try:
+                if self.on_failure is not None:
+                    self.on_failure(failure)
+                else:
+                    # Nobody watches this thread: stop the process as Ctrl-C would, rather
+                    # than leave it running with its listener closed.
+                    _thread.interrupt_main()
+            except Exception:
+                log.exception("on_failure failed")
+
     def serve_forever(self) -> None:
-        """The loop: accept, read, write and fire deadlines until shutdown(); then clean up."""
-        selector = self._selector
-        listener, wakeup = self._listener, self._wakeup_r
-        heap = self._heap
-        paused_until: float | None = None
+        """The loop: accept, read, write and fire deadlines until shutdown(); then clean up.
+
+        Raises ServerFailedError (from the original exception) when the loop stopped on a
+        failure no connection could contain; every association is then aborted.
+        """
         with self._lifecycle:
             if self._stopping or self._running:
                 return  # shut down already, or served by another thread
             self._running = True
             self._loop_thread = threading.get_ident()
         try:
-            while not self._stopping:
-                due = self._next_deadline()
-                if paused_until is not None and (due is None or paused_until < due):
-                    due = paused_until
-                timeout = None if due is None else max(0.0, due - time.monotonic())
-                events = selector.select(timeout)
-                self.now = now = time.monotonic()
-                for key, mask in events:
-                    channel = key.data
-                    if channel is None:
-                        if key.fileobj is listener:
-                            if not self._accept(now):
-                                selector.unregister(listener)  # back off (PS3.8 §9.1.4 Note 1)
-                                paused_until = now + ACCEPT_BACKOFF
-                        else:
-                            _drain_wakeup(wakeup)
-                        continue
-                    if channel.finished:
-                        continue
+            self._loop()
+        except Exception as exc:
+            self.failure = exc
+            log.critical("server loop failed, no longer serving: %s: %s", type(exc).__name__, exc)
+            log.debug("server loop failure", exc_info=exc)
+            raise ServerFailedError(f"server loop failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            try:
+                self._cleanup()
+            finally:
+                self._done.set()
+
+    def _loop(self) -> None:
+        """serve_forever()'s turns; an exception raised here could not be contained."""
+        selector = self._selector
+        listener, wakeup = self._listener, self._wakeup_r
+        heap = self._heap
+        paused_until: float | None = None
+        while not self._stopping:
+            due = self._next_deadline()
+            if paused_until is not None and (due is None or paused_until < due):
+                due = paused_until
+            timeout = None if due is None else max(0.0, due - time.monotonic())
+            events = selector.select(timeout)
+            self.now = now = time.monotonic()
+            for key, mask in events:
+                channel = key.data
+                if channel is None:
+                    if key.fileobj is listener:
+                        if not self._accept(now):
+                            selector.unregister(listener)  # back off (PS3.8 §9.1.4 Note 1)
+                            paused_until = now + ACCEPT_BACKOFF
+                    else:
+                        _drain_wakeup(wakeup)
+                    continue
+                if channel.finished:
+                    continue
+                try:
                     if mask & _WRITE:
                         channel.flush()
                     if mask & _READ:
                         channel.read()
                     self.settle(channel)
-                if paused_until is not None and now >= paused_until:
-                    selector.register(listener, selectors.EVENT_READ)
-                    paused_until = None
-                if heap and heap[0][0] <= now:
-                    self._expire(now)
-        finally:
-            self._cleanup()
-            self._done.set()
+                except Exception as exc:
+                    self.contain(channel, exc)
+                    continue
+                self.account(channel)
+            if paused_until is not None and now >= paused_until:
+                selector.register(listener, selectors.EVENT_READ)
+                paused_until = None
+            if heap and heap[0][0] <= now:
+                self._expire(now)
 
     def shutdown(self) -> None:
-        """Stop accepting, abort every association, close every socket; wait for the loop."""
+        """Stop accepting, abort every association, close every socket; wait for the loop.
+
+        Raises ServerFailedError when the loop had stopped on a failure (see serve_forever).
+        """
         with self._lifecycle:
             self._stopping = True
             running = self._running
@@ -436,6 +551,26 @@ class DULServer:
         self._done.wait()
         if self._thread is not None:
             self._thread.join()
+        self._raise_failure()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the loop has ended (shutdown or failure); True if it has.
+
+        Raises ServerFailedError when it ended on a failure: a supervisor's main thread can
+        block here and exit non-zero.
+        """
+        ended = self._done.wait(timeout)
+        if ended:
+            self._raise_failure()
+        return ended
+
+    def _raise_failure(self) -> None:
+        """Re-raise the loop's failure to the caller (PS3.8 aside: no silent half-alive server)."""
+        if self.failure is not None:
+            failure = self.failure
+            raise ServerFailedError(
+                f"server loop failed: {type(failure).__name__}: {failure}"
+            ) from failure
 
     def wait_idle(self, timeout: float, *, connections: int = 0) -> bool:
         """Wait until ``connections`` were accepted in all and none is being served."""
@@ -457,22 +592,31 @@ class DULServer:
         connections already accepted are served in between.
         """
         try:
-            sock, _ = self._listener.accept()
+            sock, address = self._listener.accept()
         except (BlockingIOError, InterruptedError, ConnectionAbortedError, ConnectionResetError):
             return True  # none left, or that one was reset while in the backlog
         except OSError as exc:
             self.accept_failed(exc)
             return False
-        self._make_room()
-        self._serve(sock, now)
+        channel: Channel | None = None
+        try:
+            self._make_room()
+            channel = self._serve(sock, address, now)
+        except Exception as exc:
+            if channel is None:
+                log.error("accepted connection failed: %s: %s", type(exc).__name__, exc)
+                sock.close()
+            else:
+                self.contain(channel, exc)
         return True
 
-    def _serve(self, sock: socket.socket, now: float) -> None:
+    def _serve(self, sock: socket.socket, address: object, now: float) -> Channel:
         """Start serving an accepted socket: Evt5 → AE-5 (ARTIM started), Sta2."""
         sock.setblocking(False)
         if not self._nodelay_inherited:
             set_nodelay(sock)  # each PDU leaves at once (no Nagle delay)
-        channel = Channel(self, sock)
+        peer = address[0] if isinstance(address, tuple) and address else ""
+        channel = Channel(self, sock, str(peer))
         self._channels[sock.fileno()] = channel
         self.pending[channel] = None
         with self._idle_lock:
@@ -481,18 +625,91 @@ class DULServer:
         self.accepted(channel)
         channel.perform(channel.connection.transport_accepted(now))
         self.settle(channel)
+        return channel
 
     def _make_room(self) -> None:
-        """Over max_pending connections without an A-ASSOCIATE-RQ: drop the oldest of them."""
-        if len(self.pending) < self.max_pending:
+        """Over max_pending connections without an A-ASSOCIATE-RQ: drop one to make room.
+
+        The oldest silent one goes first; one already sending its request only when none is
+        silent (PS3.8 §9.1.4 Note 1 leaves the policy to the acceptor).
+        """
+        if len(self.pending) + len(self.receiving) < self.max_pending:
             return
-        oldest = next(iter(self.pending))
-        del self.pending[oldest]
+        waiting = self.pending or self.receiving
+        oldest = next(iter(waiting))
+        del waiting[oldest]
         log.info(
-            "over %d connections without A-ASSOCIATE-RQ: dropping the oldest", self.max_pending
+            "over %d connections without A-ASSOCIATE-RQ: dropping the oldest %s one",
+            self.max_pending,
+            "silent" if waiting is self.pending else "sending",
         )
         self.evicted(oldest)
         oldest.abort(EVICTED)  # Sta2: Evt15 has no action; closed, Evt17 → AA-5
+
+    def sending(self, channel: Channel) -> None:
+        """Bytes came from a connection in Sta2: it is no longer silent (kept longer)."""
+        if channel in self.pending:
+            del self.pending[channel]
+            self.receiving[channel] = None
+
+    def unpend(self, channel: Channel) -> None:
+        """A connection is no longer waiting for its A-ASSOCIATE-RQ."""
+        self.pending.pop(channel, None)
+        self.receiving.pop(channel, None)
+
+    # ------------------------------------------------------------------ bounds and failures
+
+    def account(self, channel: Channel) -> None:
+        """Count what a connection buffers; over max_buffered, shed the largest holders."""
+        held = channel.connection.buffered + channel.queued if not channel.finished else 0
+        if held != channel.held:
+            self.buffered += held - channel.held
+            channel.held = held
+            if self.buffered > self.max_buffered:
+                self._shed()
+
+    def _shed(self) -> None:
+        """Abort the connections holding the most until the buffered bytes fit the budget."""
+        while self.buffered > self.max_buffered:
+            victim = max(self._channels.values(), key=_held, default=None)
+            if victim is None or not victim.held:
+                return
+            log.warning(
+                "%d bytes buffered, over the budget of %d: aborting the connection holding %d",
+                self.buffered,
+                self.max_buffered,
+                victim.held,
+            )
+            try:
+                victim.abort(SHED)
+            except Exception as exc:
+                self.contain(victim, exc)
+
+    def contain(self, channel: Channel, exc: Exception) -> None:
+        """An exception while serving one connection: log one line, abort it, serve the rest."""
+        log.error(
+            "connection from %s failed, aborting it: %s: %s", channel.peer, type(exc).__name__, exc
+        )
+        log.debug("connection failure", exc_info=exc)
+        try:
+            channel.abort(ERROR)
+        except Exception:
+            self._discard(channel)  # the protocol cannot end it: drop it without a word
+
+    def _discard(self, channel: Channel) -> None:
+        """Forget a connection whose abort failed: close its socket, count it finished."""
+        sock = channel.sock
+        if sock is not None:
+            self.forget_socket(channel, sock)
+            channel.sock = None
+            sock.close()
+        if not channel.finished:
+            channel.finished = True
+            self._ended(channel)
+            with self._idle_lock:
+                self._active -= 1
+                if self._idle_waiters:
+                    self._idle.notify_all()
 
     def settle(self, channel: Channel) -> None:
         """After a channel's events: finish it when over, else update interest and deadline."""
@@ -538,7 +755,7 @@ class DULServer:
         if channel.sock is not None:  # Sta1 with the socket still open cannot stay so
             channel.transport_lost(time.monotonic())
         channel.finished = True
-        self.pending.pop(channel, None)
+        self._ended(channel)
         try:
             if channel.handler is not None:
                 channel.handler.closed(outcome)
@@ -549,6 +766,19 @@ class DULServer:
                 self._active -= 1
                 if self._idle_waiters:
                     self._idle.notify_all()
+
+    def _ended(self, channel: Channel) -> None:
+        """Give back what a finished connection held: pending place, bytes, address slot."""
+        self.unpend(channel)
+        self.buffered -= channel.held
+        channel.held = 0
+        if channel.address_counted:
+            channel.address_counted = False
+            left = self.per_address[channel.peer] - 1
+            if left:
+                self.per_address[channel.peer] = left
+            else:
+                del self.per_address[channel.peer]
 
     def _next_deadline(self) -> float | None:
         """The nearest live deadline in the heap (stale entries are dropped)."""
@@ -568,8 +798,11 @@ class DULServer:
             if channel.finished or channel.scheduled != deadline:
                 continue
             channel.scheduled = None
-            channel.expire(now)
-            self.settle(channel)
+            try:
+                channel.expire(now)
+                self.settle(channel)
+            except Exception as exc:
+                self.contain(channel, exc)
 
     def _cleanup(self) -> None:
         """Abort every connection and release every descriptor (once)."""
@@ -583,6 +816,11 @@ class DULServer:
         self._listener.close()
         self._wakeup_r.close()
         self._wakeup_w.close()
+
+
+def _held(channel: Channel) -> int:
+    """Bytes a connection holds (the key for shedding)."""
+    return channel.held
 
 
 def _wakeup_pair() -> tuple[socket.socket, socket.socket]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import time
 
 from netdicom2.acse import MAX_PRESENTATION_CONTEXTS, build_rq, check_request, negotiate
@@ -34,6 +35,16 @@ def test_even_repeated_or_129th_ids_are_invalid() -> None:
     assert "twice" in str(check_request(request([1, 3, 1]).encode()))
     # 129 contexts cannot all have distinct odd one-byte IDs: the 129th repeats one.
     assert "twice" in str(check_request(request([*range(1, 256, 2), 7]).encode()))
+
+
+def test_a_request_of_many_small_items_is_refused_after_a_bounded_scan() -> None:
+    # 256 KiB of empty unknown items would be 65,000 objects to decode: refused at item 257.
+    body = bytes(68) + bytes(DEFAULT_MAX_ASSOCIATE_LENGTH - 68)
+    data = struct.pack(">BBI", 1, 0, len(body)) + body
+    start = time.perf_counter()
+    assert "variable items" in str(check_request(data))
+    assert time.perf_counter() - start < 0.005
+    assert check_request(request([1, 3]).encode()) is None
 
 
 def big_request_all_id_1() -> bytes:
