@@ -546,7 +546,7 @@ class DULServer:
             return
         with contextlib.suppress(OSError):
             self._wakeup_w.send(b"\0")
-        if threading.get_ident() == self._loop_thread:
+        if threading.get_ident() == self._loop_thread and not self._done.is_set():
             return  # called from a handler: the loop cleans up when this turn ends
         self._done.wait()
         if self._thread is not None:
