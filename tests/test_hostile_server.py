@@ -67,7 +67,8 @@ class Server(DULServer):
     """A DULServer on 127.0.0.1 that accepts everything."""
 
     def __init__(self, **kwargs: object) -> None:
-        super().__init__(socket.create_server(("127.0.0.1", 0)), **kwargs)  # type: ignore[arg-type]
+        listener = socket.create_server(("127.0.0.1", 0), backlog=1024)
+        super().__init__(listener, **kwargs)  # type: ignore[arg-type]
         self.outcomes: list[str] = []
         self.pdata_bytes = 0
         self.evictions = 0
@@ -133,14 +134,14 @@ def test_announced_lengths_do_not_cost_memory_and_artim_gives_it_back(no_leaks: 
     # The issue's attack, in process: headers announcing 256 KiB (within the limit) then two
     # single bytes, read one by one. Before: each PDU's whole body was allocated at once.
     base_rss, base_fds = rss_kib(), open_fds()
-    with running(artim_timeout=0.5) as server:
+    with running(artim_timeout=1.0) as server:
         socks = []
         for _ in range(300):
             sock = connect(server.address)
             sock.sendall(struct.pack(">BBI", 0x01, 0, 256 * 1024))
             socks.append(sock)
+        until(lambda: server.active == 300, "300 connections")
         for byte in (b"\x00", b"\x01"):
-            until(lambda: server.active == 300, "300 connections")
             for sock in socks:
                 sock.send(byte)
             time.sleep(0.05)  # lets the loop read each byte on its own
@@ -148,7 +149,7 @@ def test_announced_lengths_do_not_cost_memory_and_artim_gives_it_back(no_leaks: 
         grown = rss_kib() - base_rss
         assert server.buffered <= 300 * 256  # at most the first small buffer each
         assert grown < 40_000, f"{grown} KiB for 2,400 bytes received"
-        until(lambda: server.active == 0, "ARTIM to close them", timeout=10)
+        assert server.wait_idle(10, connections=300), "ARTIM did not close them"
         for sock in socks:
             sock.close()
         assert server.buffered == 0
@@ -165,7 +166,7 @@ def test_complete_large_requests_are_freed_after_artim(no_leaks: None) -> None:
             sock = connect(server.address)
             sock.sendall(struct.pack(">BBI", 0x01, 0, 256 * 1024) + bytes(256 * 1024))
             socks.append(sock)
-        until(lambda: server.active == 0, "ARTIM to close them", timeout=15)
+        assert server.wait_idle(15, connections=200), "ARTIM did not close them"
         for sock in socks:
             sock.close()
         assert server.buffered == 0
