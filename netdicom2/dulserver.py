@@ -11,7 +11,7 @@ connection costs one file descriptor (its socket).
 The loop blocks in `select()` until a socket is ready, another thread wakes it (shutdown) or
 the nearest deadline passes (ARTIM, a bounded send, the idle timeout); deadlines are kept in a
 heap. It never polls and never sleeps. Output a peer does not read is queued and bounded: the
-loop stops reading a connection while `_OUT_HIGH_WATER` bytes wait for it, and drops the
+loop stops reading a connection while 1 MiB of output waits for it, and drops the
 transport when the peer reads nothing for `send_timeout` seconds (Evt17).
 
 Handlers run in the loop thread and must not block: a slow handler delays every association.
@@ -45,35 +45,42 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
 
+from netdicom2.admission import Admission
 from netdicom2.connection import (
-    CloseTransport,
-    Connection,
-    Effect,
-    Indicate,
-    SendPDU,
     check_settings,
 )
-from netdicom2.exceptions import LocalProtocolError, ProviderStoppedError, ServerFailedError
+from netdicom2.exceptions import ServerFailedError
 from netdicom2.framing import DEFAULT_MAX_ASSOCIATE_LENGTH
 from netdicom2.fsm import State
-from netdicom2.pdu import PDU, AAbortPDU, AAssociateRjPDU, AAssociateRqPDU, PDataTfPDU
+from netdicom2.pdu import AAssociateRjPDU, AAssociateRqPDU
 from netdicom2.transport import (
-    TRANSCRIPT_LIMIT,
-    OutputQueue,
-    log_transition,
-    receive,
+    ENDED,
+    ERROR,
+    EVICTED,
+    IDLE,
+    SHED,
+    SHUTDOWN,
+    Channel,
+    Handler,
     set_nodelay,
-    split_pdata,
 )
 
-__all__ = ["Channel", "DULServer", "Handler"]
+__all__ = [
+    "ENDED",
+    "ERROR",
+    "EVICTED",
+    "IDLE",
+    "SHED",
+    "SHUTDOWN",
+    "Channel",
+    "DULServer",
+    "Handler",
+]
 
 log = logging.getLogger("netdicom2.server")
 _transitions = logging.getLogger("netdicom2.dul")  # the logger DULServiceProvider writes them to
 
-_OUT_HIGH_WATER = 1 << 20  # stop reading a connection while this much output waits for it
 _READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 _STA1 = State.Sta1  # bound once: reading a member from an Enum class is a hook call
 # After accept() fails for lack of resources (EMFILE, ENFILE, ENOBUFS, ENOMEM) the listener is
@@ -81,243 +88,10 @@ _STA1 = State.Sta1  # bound once: reading a member from an Enum class is a hook 
 # wait in the backlog (PS3.8 §9.1.4 Note 1: temporary lack of resources).
 ACCEPT_BACKOFF = 0.1
 
-# How a connection ended, as Handler.closed() is told.
-ENDED = ""  # by the protocol: released, aborted, rejected, transport lost or ARTIM
-IDLE = "idle"  # no indication within idle_timeout: we aborted (PS3.8 §9.1.4 Note 2)
-EVICTED = "evicted"  # dropped in Sta2 to make room for newer connections (max_pending)
-ERROR = "error"  # the handler raised: we aborted
-SHUTDOWN = "shutdown"  # the server is shutting down: we aborted
-SHED = "shed"  # over the server's budget of buffered bytes, it held the most: we aborted
-
 #: Default budget of bytes buffered (PDUs in progress, output waiting) over all connections.
 DEFAULT_MAX_BUFFERED = 256 * 1024 * 1024
 #: Default cap of associations one peer address holds at once (the rest: A-ASSOCIATE-RJ).
 DEFAULT_MAX_PER_ADDRESS = 256
-# PS3.8 Table 9-21: rejected-transient, service-provider (presentation), local-limit-exceeded.
-_LOCAL_LIMIT = (2, 3, 2)
-
-
-class Handler(Protocol):
-    """The service user of one connection, called in the loop thread."""
-
-    def indication(self, primitive: PDU) -> None:
-        """An indication or confirmation of PS3.8 §7 (A-ASSOCIATE, P-DATA, A-RELEASE, A-ABORT)."""
-
-    def closed(self, outcome: str) -> None:
-        """The transport is closed and the machine is back in Sta1; ``outcome``: see ENDED."""
-
-
-class Channel:
-    """One accepted transport connection and its PS3.8 state machine (the acceptor)."""
-
-    __slots__ = (
-        "_out",
-        "address_counted",
-        "connection",
-        "finished",
-        "handler",
-        "held",
-        "idle_deadline",
-        "mask",
-        "peer",
-        "scheduled",
-        "server",
-        "sock",
-    )
-
-    def __init__(self, server: DULServer, sock: socket.socket, peer: str = "") -> None:
-        self.server = server
-        self.sock: socket.socket | None = sock
-        self.peer = peer  # the peer's address (host), for max_per_address
-        self.address_counted = False  # holds one of its address's association slots
-        self.held = 0  # bytes buffered for it, as last counted in server.buffered
-        self.connection = Connection(
-            requestor=False,
-            artim_timeout=server.artim_timeout,
-            max_pdu_length=server.max_pdu_length,
-            max_other_length=server.max_associate_length,
-            acceptable=self._admit,
-            # One DEBUG line per transition (as DULServiceProvider), when asked for at accept.
-            observer=log_transition if _transitions.isEnabledFor(logging.DEBUG) else None,
-            transcript_limit=TRANSCRIPT_LIMIT,
-        )
-        self.handler: Handler | None = None
-        self.finished = False
-        self.mask = 0  # what the selector watches on the socket
-        self.scheduled: float | None = None  # the deadline this channel has in the heap
-        self.idle_deadline: float | None = None
-        self._out = OutputQueue(server.send_timeout)
-
-    @property
-    def state(self) -> State:
-        """The current PS3.8 state (Sta1..Sta13)."""
-        return self.connection.state
-
-    @property
-    def queued(self) -> int:
-        """Bytes of output waiting for the peer to read them."""
-        return self._out.size
-
-    def _admit(self, rq: AAssociateRqPDU) -> AAssociateRjPDU | None:
-        """PS3.8 AE-6: the per-address cap, then the server's policy, decide on the RQ."""
-        server = self.server
-        limit = server.max_per_address
-        if limit and server.per_address.get(self.peer, 0) >= limit:
-            # PS3.8 §7.1.2.6, Table 9-21: rejected-transient, local limit exceeded (2/3/2).
-            log.info("%s holds %d associations: A-ASSOCIATE-RJ 2/3/2", self.peer, limit)
-            return AAssociateRjPDU(*_LOCAL_LIMIT)
-        answer = server.admit(self, rq)
-        if answer is None:
-            server.per_address[self.peer] = server.per_address.get(self.peer, 0) + 1
-            self.address_counted = True
-        return answer
-
-    def send(self, primitive: PDU) -> None:
-        """Hand a user primitive to Table 9-10 and write its PDU(s) now (loop thread only).
-
-        Raises LocalProtocolError naming state and primitive for a blank cell (the state is
-        unchanged), ProviderStoppedError once the connection has ended.
-        """
-        if self.finished:
-            raise ProviderStoppedError(self.connection.state, None, primitive)
-        now = time.monotonic()
-        if type(primitive) is PDataTfPDU:
-            # PS3.8 Annex D.1: no P-DATA-TF longer than the peer's maximum PDU length.
-            for part in split_pdata(primitive, self.connection.peer_max_pdu_length or 0):
-                self.perform(self.connection.send(part, now))
-        else:
-            self.perform(self.connection.send(primitive, now))
-        # The loop settles the channel (interest, deadline) once the indication returns.
-
-    def abort(self, outcome: str) -> None:
-        """End the connection now: A-ABORT where Table 9-10 allows Evt15 (AA-1), then close."""
-        if self.finished:
-            return
-        now = time.monotonic()
-        with contextlib.suppress(LocalProtocolError):  # Sta2, Sta4: Evt15 has no PDU to send
-            self.perform(self.connection.send(AAbortPDU(source=0, reason_diag=0), now))
-        if self.connection.state is not _STA1:
-            self.transport_lost(now)  # PS3.8 §9.1.4: closed without waiting for ARTIM
-        self.server.finish(self, outcome)
-
-    # ------------------------------------------------------------------ effects
-
-    def perform(self, effects: list[Effect]) -> None:
-        """Carry out an action's effects in order (timers: the loop reads timer_deadline)."""
-        for effect in effects:
-            if self.finished:
-                return  # the handler aborted the connection meanwhile
-            if type(effect) is SendPDU:
-                self._write(effect)
-            elif type(effect) is Indicate:
-                self._indicate(effect.primitive)
-            elif type(effect) is CloseTransport:
-                self._close(flush=True)
-            # StartTimer / StopTimer: read back from connection.timer_deadline by settle().
-            # OpenTransport: only AE-1 issues it, and an acceptor never sends an RQ (Evt1).
-
-    def _indicate(self, primitive: PDU) -> None:
-        """Give an indication to the handler; a failing handler aborts the connection."""
-        server = self.server
-        if server.idle_timeout is not None:
-            self.idle_deadline = server.now + server.idle_timeout
-        if self.handler is None:
-            server.unpend(self)  # no longer waiting for its A-ASSOCIATE-RQ
-            self.handler = server.new_handler(self)
-        try:
-            self.handler.indication(primitive)
-        except LocalProtocolError as exc:
-            # The answer crossed the end of the association: a Table 9-10 blank cell (e.g. a
-            # C-ECHO-RSP after the peer's A-ABORT that came in the same read).
-            log.debug("answer not sent: %s", exc)
-        except Exception:
-            log.exception("service user failed; aborting the association")
-            self.abort(ERROR)
-
-    # ------------------------------------------------------------------ transport
-
-    def read(self) -> None:
-        """Feed received bytes to the core (a large PDU lands in its own buffer); EOF: Evt17."""
-        sock = self.sock
-        if sock is None:
-            return
-        effects = receive(sock, self.connection)
-        if effects is None:
-            self.transport_lost(time.monotonic())
-            return
-        if self.handler is None:
-            self.server.sending(self)  # its A-ASSOCIATE-RQ is on its way (eviction order)
-        if effects:
-            self.perform(effects)
-
-    def _write(self, effect: SendPDU) -> None:
-        """Write one PDU in one system call (gathering its parts) when the socket takes it."""
-        sock = self.sock
-        if sock is None:
-            return  # the transport is gone: PS3.8 §7.3, data in transit may be lost
-        try:
-            self._out.write(sock, effect)  # what is left waits, bounded by send_timeout
-        except OSError as exc:
-            log.info("transport error while writing: %s", exc)
-            self.transport_lost(time.monotonic())
-
-    def flush(self) -> None:
-        """Write queued output while the socket takes it; re-arm the bounded-send deadline."""
-        if self.sock is None:
-            return
-        try:
-            self._out.flush(self.sock)
-        except OSError as exc:
-            log.info("transport error while writing: %s", exc)
-            self.transport_lost(time.monotonic())
-
-    def transport_lost(self, now: float) -> None:
-        """Peer close, reset, network failure or stalled peer: Evt17 (AA-4, AA-5 or AR-5)."""
-        self._close(flush=False)
-        if self.connection.state is not _STA1:
-            self.perform(self.connection.transport_closed(now))
-
-    def _close(self, *, flush: bool) -> None:
-        """Close the transport (PS3.8 §9.1.4: no linger); best-effort write of queued output."""
-        sock = self.sock
-        if sock is None:
-            return
-        self._out.drop(sock if flush else None)
-        self.server.forget_socket(self, sock)
-        self.sock = None
-        sock.close()
-
-    def wanted_mask(self) -> int:
-        """Read unless output is backed up (bounded memory); write while output waits."""
-        queued = self._out.size  # > 0 exactly while output waits
-        if not queued:
-            return _READ
-        return _WRITE if queued >= _OUT_HIGH_WATER else _READ | _WRITE
-
-    def deadline(self) -> float | None:
-        """The nearest of ARTIM / application timeout, bounded send and idle deadline."""
-        nearest = self.connection.timer_deadline
-        other = self._out.deadline
-        if other is not None and (nearest is None or other < nearest):
-            nearest = other
-        other = self.idle_deadline
-        if other is not None and (nearest is None or other < nearest):
-            nearest = other
-        return nearest
-
-    def expire(self, now: float) -> None:
-        """Fire what is due: a stalled send (Evt17), ARTIM (Evt18), the idle timeout."""
-        if self._out.stalled(now):
-            log.warning(
-                "peer stopped reading for %.1f s: transport dropped", self.server.send_timeout
-            )
-            self.transport_lost(now)
-        due = self.connection.timer_deadline
-        if not self.finished and due is not None and now >= due:
-            self.perform(self.connection.handle_timer(now))
-        if not self.finished and self.idle_deadline is not None and now >= self.idle_deadline:
-            log.info("no PDU for %s s: aborting the association", self.server.idle_timeout)
-            self.abort(IDLE)
 
 
 class DULServer:
@@ -358,16 +132,15 @@ class DULServer:
             check_settings(max_pdu_length=max_pdu_length, artim_timeout=artim_timeout)
             if not send_timeout > 0 or (idle_timeout is not None and not idle_timeout > 0):
                 raise ValueError(f"timeouts must be more than 0 s: {send_timeout}, {idle_timeout}")
-            if max_pending < 1:
-                raise ValueError(f"max_pending must be at least 1, not {max_pending}")
             if not 74 <= max_associate_length <= 0xFFFFFFFF:  # PS3.8 Table 9-11: 68 + header
                 raise ValueError(
                     f"max_associate_length must be 74..2**32-1: {max_associate_length}"
                 )
-            if max_buffered < 1 << 20:
-                raise ValueError(f"max_buffered must be at least 1 MiB, not {max_buffered}")
-            if max_per_address < 0:
-                raise ValueError(f"max_per_address must be 0 or more, not {max_per_address}")
+            admission: Admission[Channel] = Admission(
+                max_pending=max_pending,
+                max_per_address=max_per_address,
+                max_buffered=max_buffered,
+            )
         except ValueError:
             listener.close()
             raise
@@ -380,8 +153,7 @@ class DULServer:
         self.max_buffered = max_buffered
         self.max_per_address = max_per_address
         self.on_failure = on_failure
-        self.buffered = 0  # bytes held by every connection (Channel.held), loop thread only
-        self.per_address: dict[str, int] = {}  # associations admitted, by peer address
+        self.admission = admission  # pending order, per-address counts, bytes buffered
         self.failure: BaseException | None = None  # why the loop stopped, if it failed
         self._name = name
         listener.setblocking(False)
@@ -395,8 +167,6 @@ class DULServer:
         self._selector.register(self._wakeup_r, selectors.EVENT_READ)
         self._channels: dict[int, Channel] = {}  # by socket descriptor
         self.now = time.monotonic()  # when the loop's current turn began
-        self.pending: dict[Channel, None] = {}  # Sta2, nothing received yet, oldest first
-        self.receiving: dict[Channel, None] = {}  # Sta2, its RQ arriving, by first byte
         self._heap: list[tuple[float, int, Channel]] = []
         self._sequence = itertools.count()
         self._stopping = False
@@ -618,7 +388,7 @@ class DULServer:
         peer = address[0] if isinstance(address, tuple) and address else ""
         channel = Channel(self, sock, str(peer))
         self._channels[sock.fileno()] = channel
-        self.pending[channel] = None
+        self.admission.waiting(channel)
         with self._idle_lock:
             self._active += 1
             self._accepted += 1
@@ -631,59 +401,52 @@ class DULServer:
         """Over max_pending connections without an A-ASSOCIATE-RQ: drop one to make room.
 
         The oldest silent one goes first; one already sending its request only when none is
-        silent (PS3.8 §9.1.4 Note 1 leaves the policy to the acceptor).
+        silent (PS3.8 §9.1.4 Note 1 leaves the policy to the acceptor; see Admission).
         """
-        if len(self.pending) + len(self.receiving) < self.max_pending:
+        chosen = self.admission.to_evict()
+        if chosen is None:
             return
-        waiting = self.pending or self.receiving
-        oldest = next(iter(waiting))
-        del waiting[oldest]
+        oldest, silent = chosen
         log.info(
             "over %d connections without A-ASSOCIATE-RQ: dropping the oldest %s one",
             self.max_pending,
-            "silent" if waiting is self.pending else "sending",
+            "silent" if silent else "sending",
         )
         self.evicted(oldest)
         oldest.abort(EVICTED)  # Sta2: Evt15 has no action; closed, Evt17 → AA-5
 
-    def sending(self, channel: Channel) -> None:
-        """Bytes came from a connection in Sta2: it is no longer silent (kept longer)."""
-        if channel in self.pending:
-            del self.pending[channel]
-            self.receiving[channel] = None
-
-    def unpend(self, channel: Channel) -> None:
-        """A connection is no longer waiting for its A-ASSOCIATE-RQ."""
-        self.pending.pop(channel, None)
-        self.receiving.pop(channel, None)
+    @property
+    def buffered(self) -> int:
+        """Bytes buffered by every connection (PDUs in progress, output waiting)."""
+        return self.admission.buffered
 
     # ------------------------------------------------------------------ bounds and failures
 
     def account(self, channel: Channel) -> None:
         """Count what a connection buffers; over max_buffered, shed the largest holders."""
-        held = channel.connection.buffered + channel.queued if not channel.finished else 0
-        if held != channel.held:
-            self.buffered += held - channel.held
-            channel.held = held
-            if self.buffered > self.max_buffered:
-                self._shed()
+        if channel.finished:
+            return
+        if self.admission.hold(channel, channel.connection.buffered + channel.queued):
+            self._shed()
 
     def _shed(self) -> None:
         """Abort the connections holding the most until the buffered bytes fit the budget."""
-        while self.buffered > self.max_buffered:
-            victim = max(self._channels.values(), key=_held, default=None)
-            if victim is None or not victim.held:
+        admission = self.admission
+        while admission.buffered > self.max_buffered:
+            victim = admission.largest()
+            if victim is None:
                 return
             log.warning(
                 "%d bytes buffered, over the budget of %d: aborting the connection holding %d",
-                self.buffered,
+                admission.buffered,
                 self.max_buffered,
-                victim.held,
+                admission.held[victim],
             )
             try:
                 victim.abort(SHED)
             except Exception as exc:
                 self.contain(victim, exc)
+            admission.release(victim)  # ended (even if its abort failed and it was dropped)
 
     def contain(self, channel: Channel, exc: Exception) -> None:
         """An exception while serving one connection: log one line, abort it, serve the rest."""
@@ -769,16 +532,10 @@ class DULServer:
 
     def _ended(self, channel: Channel) -> None:
         """Give back what a finished connection held: pending place, bytes, address slot."""
-        self.unpend(channel)
-        self.buffered -= channel.held
-        channel.held = 0
+        self.admission.release(channel)
         if channel.address_counted:
             channel.address_counted = False
-            left = self.per_address[channel.peer] - 1
-            if left:
-                self.per_address[channel.peer] = left
-            else:
-                del self.per_address[channel.peer]
+            self.admission.give_address(channel.peer)
 
     def _next_deadline(self) -> float | None:
         """The nearest live deadline in the heap (stale entries are dropped)."""
@@ -816,11 +573,6 @@ class DULServer:
         self._listener.close()
         self._wakeup_r.close()
         self._wakeup_w.close()
-
-
-def _held(channel: Channel) -> int:
-    """Bytes a connection holds (the key for shedding)."""
-    return channel.held
 
 
 def _wakeup_pair() -> tuple[socket.socket, socket.socket]:

@@ -221,9 +221,9 @@ def test_the_budget_sheds_the_connection_holding_most(caplog: pytest.LogCaptureF
 def test_an_exception_while_serving_one_connection_is_contained(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import netdicom2.dulserver as dulserver
+    import netdicom2.transport as transport
 
-    real = dulserver.receive  # type: ignore[attr-defined]
+    real = transport.receive
     victims: set[int] = set()
 
     def failing(sock: socket.socket, connection: object) -> object:
@@ -231,7 +231,7 @@ def test_an_exception_while_serving_one_connection_is_contained(
             raise MemoryError("no memory for this one")
         return real(sock, connection)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(dulserver, "receive", failing)
+    monkeypatch.setattr(transport, "receive", failing)
     caplog.set_level(logging.ERROR, "netdicom2.server")
     with running() as server:
         victim = connect(server.address)
@@ -312,7 +312,9 @@ def test_one_address_cannot_hold_every_association() -> None:
         other.sendall(association_rq())
         assert read_pdu(other)[0] == 0x02  # another address is not locked out
         first[0].close()
-        until(lambda: server.per_address.get("127.0.0.1") == 1, "the slot to be given back")
+        until(
+            lambda: server.admission.per_address.get("127.0.0.1") == 1, "the slot to be given back"
+        )
         again = connect(server.address)
         again.sendall(association_rq())
         assert read_pdu(again)[0] == 0x02
@@ -327,7 +329,7 @@ def test_eviction_drops_the_oldest_silent_connection_before_a_sender() -> None:
         sender = connect(server.address)
         rq = association_rq()
         sender.sendall(rq[:10])  # its request is on its way
-        until(lambda: len(server.receiving) == 1, "the sender's first bytes")
+        until(lambda: len(server.admission.receiving) == 1, "the sender's first bytes")
         silent_c = connect(server.address)
         until(lambda: server.active == 3, "C")
         d = connect(server.address)  # over max_pending: the oldest silent one (A) goes
