@@ -54,7 +54,12 @@ from netdicom2.exceptions import (
     PDUDecodeError,
     PDUTooLargeError,
 )
-from netdicom2.framing import FramingError, PDUFramer
+from netdicom2.framing import (
+    DEFAULT_MAX_ASSOCIATE_LENGTH,
+    PDATA_STREAM_LENGTH,
+    FramingError,
+    PDUFramer,
+)
 from netdicom2.fsm import (
     NEXT_STATE,
     PDU_TYPE_EVENT,
@@ -418,12 +423,17 @@ class Connection:
 
     def _open_framer(self) -> None:
         """A new transport: a fresh framer bounded by the length we announce (Annex D.1)."""
-        if self._max_other_length is None:
-            self._framer = PDUFramer(max_pdata_length=self.max_pdu_length)
-        else:
-            self._framer = PDUFramer(
-                max_pdata_length=self.max_pdu_length, max_other_length=self._max_other_length
-            )
+        # PS3.8 Annex D.1, E.1 [interp]: a P-DATA-TF past PDATA_STREAM_LENGTH (possible with a
+        # maximum length of 0, unlimited) is indicated in pieces, never buffered whole.
+        self._framer = PDUFramer(
+            max_pdata_length=self.max_pdu_length,
+            max_other_length=(
+                DEFAULT_MAX_ASSOCIATE_LENGTH
+                if self._max_other_length is None
+                else self._max_other_length
+            ),
+            stream_length=PDATA_STREAM_LENGTH,
+        )
         self.transport_open = True
         self._desynchronised = False
 

@@ -163,7 +163,7 @@ class PDUFramer:
 
     Memory grows with the bytes received, never with a length field: a PDU spread over reads is
     collected in a buffer that at most doubles as its bytes arrive (``reserved`` bytes), and a
-    P-DATA-TF longer than ``stream_length`` is handed over in pieces (PDATA_STREAM_LENGTH).
+    P-DATA-TF longer than ``stream_length`` (when not 0) is handed over in pieces.
     Limits by type: P-DATA-TF ``max_pdata_length`` (the length we announced, Annex D.1),
     A-ASSOCIATE-RQ/AC and unknown types ``max_other_length``, the fixed-length PDUs
     MAX_FIXED_LENGTH; a header over its limit is refused before any of its body is kept.
@@ -177,6 +177,7 @@ class PDUFramer:
         "_body",
         "_error",
         "_need",
+        "_offered",
         "_pdv_control",
         "_pdv_head",
         "_pdv_id",
@@ -194,20 +195,25 @@ class PDUFramer:
         max_pdata_length: int = DEFAULT_MAX_PDATA_LENGTH,
         max_other_length: int = DEFAULT_MAX_OTHER_LENGTH,
         *,
-        stream_length: int = PDATA_STREAM_LENGTH,
+        stream_length: int = 0,
     ) -> None:
-        """Limits apply to the PDU-length field: P-DATA-TF (type 04H) and all other types."""
+        """Limits apply to the PDU-length field: P-DATA-TF (type 04H) and all other types.
+
+        ``stream_length`` 0 hands every PDU over whole (tools reading captures); the
+        providers' Connection passes PDATA_STREAM_LENGTH.
+        """
         if not 0 <= max_pdata_length <= _MAX_LENGTH_FIELD:
             raise ValueError(f"max_pdata_length must be in 0..2**32-1, not {max_pdata_length}")
         if not 0 <= max_other_length <= _MAX_LENGTH_FIELD:
             raise ValueError(f"max_other_length must be in 0..2**32-1, not {max_other_length}")
-        if not 8 <= stream_length <= _MAX_LENGTH_FIELD:
-            raise ValueError(f"stream_length must be in 8..2**32-1, not {stream_length}")
+        if stream_length and not 8 <= stream_length <= _MAX_LENGTH_FIELD:
+            raise ValueError(f"stream_length must be 0 or in 8..2**32-1, not {stream_length}")
         self.max_pdata_length = max_pdata_length
         self.max_other_length = max_other_length
         self.stream_length = stream_length & ~1  # pieces cut at even offsets (PS3.8 E.1)
         self._body = _Growing(0)  # the PDU in progress (header included)
         self._need = 0  # total size of the PDU in progress, 0 while its header is incomplete
+        self._offered = 0  # bytes of room the last body_buffer() handed out
         self._error: PDUDecodeError | None = None
         # A P-DATA-TF being streamed (PS3.8 Table 9-23): body bytes left, the PDV item header
         # in progress, the PDV's value bytes left, its ID and control header, the piece.
@@ -288,13 +294,15 @@ class PDUFramer:
                 return None
             body.reserve(min(self._need, 2 * have))
         assert body.buf is not None
+        self._offered = body.capacity - have
         return memoryview(body.buf)[have:]
 
     def body_received(self, nbytes: int) -> list[memoryview]:
         """``nbytes`` were written into ``body_buffer()``; the PDU when it is now complete."""
         body = self._body
-        if not self._need or not 0 <= nbytes <= body.capacity - body.size:
+        if not self._need or not 0 <= nbytes <= self._offered:
             raise ValueError(f"{nbytes} bytes were not received into body_buffer()")
+        self._offered = 0
         body.size += nbytes
         if body.size < self._need:
             return []
@@ -318,6 +326,7 @@ class PDUFramer:
         """
         if self._error is not None:
             raise FramingError(self._error)
+        self._offered = 0  # a buffer handed out before is not to be reported any more
         out: list[memoryview] = []
         try:
             self._feed(data, out)
@@ -330,7 +339,7 @@ class PDUFramer:
 
     def _streams(self, header: Buffer, pos: int, total: int) -> bool:
         """Start streaming when the PDU at pos is a P-DATA-TF past stream_length."""
-        if header[pos] != 0x04 or total - 6 <= self.stream_length:
+        if header[pos] != 0x04 or not self.stream_length or total - 6 <= self.stream_length:
             return False
         self._stream_left = total - 6
         self._stream_reserved = header[pos + 1]

@@ -114,9 +114,7 @@ def test_pdata_limit_is_the_announced_maximum_length() -> None:
 def test_zero_means_unlimited() -> None:
     framer = PDUFramer(max_pdata_length=0, max_other_length=0)
     assert framer.feed(bytes.fromhex("04 00 FFFFFFFF") + b"\x00") == []
-    # Streamed (PDATA_STREAM_LENGTH): the header is consumed, one byte of a PDV header waits.
-    assert framer.pending == 1 and framer.reserved == 0
-    assert framer.feed(bytes.fromhex("01 00 00 00 00")) == []  # nothing buffered up front
+    assert framer.pending == 7 and framer.reserved == 256  # nothing buffered up front
 
 
 def test_unknown_pdu_types_are_framed_by_length() -> None:
@@ -146,11 +144,7 @@ def test_feeding_is_linear_in_the_stream_size() -> None:
     for i in range(0, len(data), 64):
         out += framer.feed(data[i : i + 64])
     elapsed = time.perf_counter() - start
-    # Longer than PDATA_STREAM_LENGTH: handed over in pieces of the same PDV.
-    pieces = [decode(v) for v in out]
-    assert [p.data_value_items[0].control_header for p in pieces] == [0, 2]  # type: ignore[union-attr]
-    joined = b"".join(bytes(p.data_value_items[0].fragment) for p in pieces)  # type: ignore[union-attr]
-    assert joined == bytes((2 << 20) - 6)
+    assert [bytes(v) for v in out] == [data]
     assert elapsed < 2.0, f"{elapsed:.2f} s for {len(data) // 64} feeds"
 
 

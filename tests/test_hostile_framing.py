@@ -63,7 +63,7 @@ def test_fixed_length_pdus_are_bounded_by_their_own_small_limit(pdu_type: int) -
 
 def test_an_unlimited_pdata_is_streamed_in_pieces_of_the_same_message() -> None:
     # max_pdata_length 0 (no maximum, PS3.8 Annex D.1): a 3 GB P-DATA-TF is not buffered whole.
-    framer = PDUFramer(max_pdata_length=0)
+    framer = PDUFramer(max_pdata_length=0, stream_length=PDATA_STREAM_LENGTH)
     announced = 3_000_000_000
     assert framer.feed(header(0x04, announced) + struct.pack(">IBB", announced - 4, 1, 0x02)) == []
     chunk = bytes(range(256)) * 256  # 64 KiB
@@ -83,6 +83,16 @@ def test_an_unlimited_pdata_is_streamed_in_pieces_of_the_same_message() -> None:
         assert (pdv.context_id, pdv.control_header) == (1, 0x00)
         assert len(pdv.fragment) == PDATA_STREAM_LENGTH
         assert bytes(pdv.fragment[:256]) == bytes(range(256))
+
+
+def test_tools_get_every_pdu_whole_by_default() -> None:
+    # stream_length 0 (the default): capture readers see each PDU as it was on the wire.
+    big = PDataTfPDU([PresentationDataValueItem(1, 0x02, bytes(3 << 20))]).encode()
+    framer = PDUFramer(max_pdata_length=0, max_other_length=0)
+    out = []
+    for i in range(0, len(big), 1 << 16):
+        out += framer.feed(big[i : i + (1 << 16)])
+    assert [bytes(v) for v in out] == [big]
 
 
 def test_a_streamed_pdata_ends_with_the_last_bit_and_keeps_following_pdus() -> None:
