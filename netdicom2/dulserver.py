@@ -40,6 +40,7 @@ import heapq
 import itertools
 import logging
 import selectors
+import signal
 import socket
 import sys
 import threading
@@ -234,7 +235,7 @@ class DULServer:
                 else:
                     # Nobody watches this thread: stop the process as Ctrl-C would, rather
                     # than leave it running with its listener closed.
-                    _thread.interrupt_main()
+                    _interrupt_main()
             except Exception:
                 log.exception("on_failure failed")
 
@@ -573,6 +574,15 @@ class DULServer:
         self._listener.close()
         self._wakeup_r.close()
         self._wakeup_w.close()
+
+
+def _interrupt_main() -> None:
+    """Deliver SIGINT to the main thread: a real signal also ends a blocking wait there."""
+    main = threading.main_thread().ident
+    if main is not None and hasattr(signal, "pthread_kill"):
+        signal.pthread_kill(main, signal.SIGINT)
+    else:  # pragma: no cover - not POSIX
+        _thread.interrupt_main()
 
 
 def _wakeup_pair() -> tuple[socket.socket, socket.socket]:

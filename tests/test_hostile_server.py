@@ -7,15 +7,19 @@ import logging
 import os
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from netdicom2.acse import build_rq, negotiate
 from netdicom2.app_scp import StorageSCP
 from netdicom2.app_scu import echo
+from netdicom2.dulprovider import DULServiceProvider
 from netdicom2.dulserver import ERROR, Channel, DULServer
 from netdicom2.exceptions import ServerFailedError
 from netdicom2.items import PresentationContextItemRQ
@@ -406,3 +410,65 @@ def test_echo_answers_under_32_looping_4mib_requesters() -> None:
                 thread.join(10)
         assert max(latencies) < 2.0, latencies  # before: 0 of 4 within 10 s
         assert scp.stats.associations == 4  # none of the 4 MiB requests was indicated
+
+
+LOOP_FAILS = """
+import socket, sys, threading
+from netdicom2 import cli, dulserver
+real = dulserver.DULServer._next_deadline
+turns = [0]
+def failing(self):
+    turns[0] += 1
+    if turns[0] > 1:
+        raise MemoryError("no memory for the loop")
+    return real(self)
+dulserver.DULServer._next_deadline = failing
+port = int(sys.argv[1])
+threading.Timer(0.3, lambda: socket.create_connection(("127.0.0.1", port)).close()).start()
+sys.exit(cli.main(["scp", "--port", str(port)]))
+"""
+
+
+def test_netdicom2_scp_exits_non_zero_when_its_loop_fails() -> None:
+    # No half-alive server: the loop's failure reaches the main thread (SIGINT by default,
+    # as no on_failure is set), `shutdown()` re-raises it, the CLI prints one line, exit 1.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run(
+        [sys.executable, "-c", LOOP_FAILS, str(port)],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 1, (done.returncode, done.stderr)
+    assert "server loop failed, no longer serving: MemoryError" in done.stderr
+    assert done.stderr.strip().endswith("(run with --debug for the traceback)")
+
+
+def test_acceptor_providers_hold_what_arrived_not_what_was_announced() -> None:
+    # The same attack on DULServiceProvider acceptors (one per connection): before, each
+    # allocated the announced body (200 providers: +600 MB).
+    base = rss_kib()
+    providers, peers = [], []
+    for _ in range(100):
+        ours, theirs = socket.socketpair()
+        provider = DULServiceProvider(ours, artim_timeout=5.0)
+        provider.start()
+        theirs.sendall(struct.pack(">BBI", 0x01, 0, 256 * 1024) + b"\x00")
+        providers.append(provider)
+        peers.append(theirs)
+    time.sleep(0.1)  # lets each provider read the header and the first byte on its own
+    for peer in peers:
+        peer.sendall(b"\x01")
+    until(lambda: all(p.connection.buffered for p in providers), "the bytes to arrive")
+    assert sum(p.connection.buffered for p in providers) <= 100 * 256
+    grown = rss_kib() - base
+    assert grown < 12_000, f"{grown} KiB (the announced bodies would be 25,600 KiB)"
+    for provider in providers:
+        provider.kill()
+    for peer in peers:
+        peer.close()
