@@ -372,7 +372,7 @@ class DULServer:
         channel: Channel | None = None
         try:
             self._make_room()
-            channel = self._serve(sock, address, now)
+            channel = self._serve(sock, now, address)
         except Exception as exc:
             if channel is None:
                 log.error("accepted connection failed: %s: %s", type(exc).__name__, exc)
@@ -381,7 +381,7 @@ class DULServer:
                 self.contain(channel, exc)
         return True
 
-    def _serve(self, sock: socket.socket, address: object, now: float) -> Channel:
+    def _serve(self, sock: socket.socket, now: float, address: object = None) -> Channel:
         """Start serving an accepted socket: Evt5 → AE-5 (ARTIM started), Sta2."""
         sock.setblocking(False)
         if not self._nodelay_inherited:
