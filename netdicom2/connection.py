@@ -225,6 +225,11 @@ class Connection:
         return self._state
 
     @property
+    def discarding(self) -> bool:
+        """Whether received bytes are ignored (no transport, or a stream lost after Evt19)."""
+        return not self.transport_open or self._framer is None or self._desynchronised
+
+    @property
     def buffered(self) -> int:
         """Bytes the framer holds for a PDU in progress (grows with bytes received only)."""
         framer = self._framer

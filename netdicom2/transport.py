@@ -69,6 +69,8 @@ RECV_SIZE = 1 << 16
 # The transitions each adapter's connection keeps (Connection.transcript_limit): one comes per
 # PDU, so an association of many small PDUs must not grow memory for as long as it lasts.
 TRANSCRIPT_LIMIT = 4096
+# Where input that is ignored anyway is read (its content is never looked at: shared).
+_SCRATCH = memoryview(bytearray(RECV_SIZE))
 # A P-DATA-TF's pieces are gathered by one sendmsg(2), well under IOV_MAX; more are joined.
 MAX_PARTS = 64
 # connect_ex results of a TCP connect that has not completed yet.
@@ -131,6 +133,17 @@ def receive(sock: socket.socket, connection: Connection) -> list[Effect] | None:
     a reset or another socket error is the loss of the transport (the caller's Evt17); a read
     that would block gives no effect.
     """
+    if connection.discarding:
+        # Nothing is kept (Sta13 after a refused PDU, waiting for the close or ARTIM): read
+        # into one scratch buffer, no allocation per read.
+        try:
+            size = sock.recv_into(_SCRATCH)
+        except (BlockingIOError, InterruptedError):
+            return []
+        except OSError as exc:
+            log.info("transport error while reading: %s", exc)
+            return None
+        return [] if size else None
     buffer = connection.receive_buffer()
     try:
         if buffer is None:
