@@ -4,8 +4,10 @@ PS3.8 leaves the acceptor's local resource limits to the implementation; `Admiss
 those of one listener, for keys the caller chooses (the server's connections):
 
 * connections waiting for their A-ASSOCIATE-RQ (Sta2, bounded in time by ARTIM), silent ones
-  and ones already sending their request, each oldest first: over `max_pending`, the oldest
-  silent one is evicted before any that is sending;
+  and ones already sending their request, each oldest first: over `max_pending`, a silent one
+  is evicted before any that is sending: the oldest of the address with the most silent
+  connections (so a crowd from one address goes before a lone client from another), and
+  among equals the oldest;
 * associations per peer address: at `max_per_address` the next request is refused (the
   caller answers A-ASSOCIATE-RJ 2/3/2, local limit exceeded, Table 9-21); 0 means no cap;
 * bytes buffered by every connection (PDUs in progress, output waiting): over `max_buffered`
@@ -36,7 +38,9 @@ class Admission(Generic[K]):
         self.max_pending = max_pending
         self.max_per_address = max_per_address
         self.max_buffered = max_buffered
-        self.pending: dict[K, None] = {}  # Sta2, nothing received yet, oldest first
+        self.pending: dict[K, str] = {}  # Sta2, nothing received yet, oldest first: its address
+        self._silent: dict[str, dict[K, int]] = {}  # the same by address: arrival numbers
+        self._arrivals = 0
         self.receiving: dict[K, None] = {}  # Sta2, its request arriving, by first byte
         self.per_address: dict[str, int] = {}  # associations admitted, by peer address
         self.held: dict[K, int] = {}  # bytes each key buffers (only those holding some)
@@ -44,29 +48,49 @@ class Admission(Generic[K]):
 
     # ------------------------------------------------------------------ waiting for the RQ
 
-    def waiting(self, key: K) -> None:
-        """A connection was accepted: it waits, silent, for its A-ASSOCIATE-RQ."""
-        self.pending[key] = None
+    def waiting(self, key: K, peer: str = "") -> None:
+        """A connection from ``peer`` was accepted: it waits, silent, for its RQ."""
+        self.pending[key] = peer
+        self._arrivals += 1
+        self._silent.setdefault(peer, {})[key] = self._arrivals
+
+    def _unsilence(self, key: K) -> bool:
+        """Forget ``key`` among the silent connections; whether it was one."""
+        peer = self.pending.pop(key, None)
+        if peer is None:
+            return False
+        of_peer = self._silent[peer]
+        del of_peer[key]
+        if not of_peer:
+            del self._silent[peer]
+        return True
 
     def sending(self, key: K) -> None:
         """Bytes came from a waiting connection: it is no longer silent."""
-        if key in self.pending:
-            del self.pending[key]
+        if self._unsilence(key):
             self.receiving[key] = None
 
     def unpend(self, key: K) -> None:
         """A connection no longer waits (its RQ was indicated, or it ended)."""
-        self.pending.pop(key, None)
-        self.receiving.pop(key, None)
+        if not self._unsilence(key):
+            self.receiving.pop(key, None)
 
     def to_evict(self) -> tuple[K, bool] | None:
         """Before accepting one more: the connection to drop and whether it was silent."""
         if len(self.pending) + len(self.receiving) < self.max_pending:
             return None
-        waiting = self.pending or self.receiving
-        key = next(iter(waiting))
-        del waiting[key]
-        return key, waiting is self.pending
+        if not self.pending:
+            key = next(iter(self.receiving))
+            del self.receiving[key]
+            return key, False
+        # The address with the most silent connections, the oldest first among equals; its
+        # oldest silent connection (linear in the addresses, only when full).
+        crowd = max(
+            self._silent.values(), key=lambda of_peer: (len(of_peer), -next(iter(of_peer.values())))
+        )
+        key = next(iter(crowd))
+        self._unsilence(key)
+        return key, True
 
     # ------------------------------------------------------------------ per address
 

@@ -389,7 +389,7 @@ class DULServer:
         peer = address[0] if isinstance(address, tuple) and address else ""
         channel = Channel(self, sock, str(peer))
         self._channels[sock.fileno()] = channel
-        self.admission.waiting(channel)
+        self.admission.waiting(channel, channel.peer)
         with self._idle_lock:
             self._active += 1
             self._accepted += 1
@@ -415,6 +415,11 @@ class DULServer:
         )
         self.evicted(oldest)
         oldest.abort(EVICTED)  # Sta2: Evt15 has no action; closed, Evt17 → AA-5
+
+    @property
+    def pending(self) -> dict[Channel, str]:
+        """Connections in Sta2 from which nothing came yet, oldest first, with their address."""
+        return self.admission.pending
 
     @property
     def buffered(self) -> int:

@@ -38,6 +38,25 @@ def test_the_oldest_silent_connection_is_evicted_before_any_sender() -> None:
     assert admission.to_evict() == ("a", False)  # none silent: the oldest sender
 
 
+def test_a_crowd_from_one_address_is_evicted_before_a_lone_client() -> None:
+    admission = make(max_pending=4)
+    admission.waiting("lone", "10.0.0.9")  # the oldest, but alone on its address
+    for key in "abc":
+        admission.waiting(key, "10.0.0.1")
+    assert admission.to_evict() == ("a", True)
+    admission.waiting("d", "10.0.0.1")
+    assert admission.to_evict() == ("b", True)
+    admission.unpend("c")
+    admission.unpend("d")
+    admission.waiting("e", "10.0.0.2")
+    admission.waiting("f", "10.0.0.3")
+    admission.waiting("g", "10.0.0.3")
+    assert admission.to_evict() == ("f", True)  # 10.0.0.3 has two
+    admission.waiting("h", "10.0.0.4")
+    assert admission.to_evict() == ("lone", True)  # all alone now: the oldest goes
+    assert set(admission.pending) == {"e", "g", "h"}
+
+
 def test_associations_per_address_are_capped_and_given_back() -> None:
     admission = make()
     assert not admission.address_full("10.0.0.1")
