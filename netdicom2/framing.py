@@ -351,6 +351,15 @@ class PDUFramer:
         size = len(view)
         body = self._body
         pos = 0
+        if not body.size and not self._stream_left and size >= 6:
+            # The usual read: exactly one whole PDU, nothing in progress (no copy, no loop).
+            total = self._size(view, 0)
+            if total == size:
+                if self._streams(view, 0, total):
+                    pos = 6
+                else:
+                    out.append(view)
+                    return
         while pos < size:
             if self._stream_left:
                 pos = self._stream(view, pos, out)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from netdicom2.connection import Connection, SendPDU
 from netdicom2.exceptions import AbortReason, PDUDecodeError
@@ -151,3 +153,42 @@ def test_an_oversized_request_in_sta2_is_aborted_at_once() -> None:
     sent = [e.pdu for e in effects if isinstance(e, SendPDU)]
     assert len(sent) == 1 and isinstance(sent[0], AAbortPDU)
     assert conn.receive_bytes(bytes(1 << 16), 0.0) == []  # the rest is not buffered
+
+
+def _messages(frames: list[memoryview]) -> list[tuple[int, int, bytes]]:
+    """(context, command bit, bytes) of each PDV run ended by bit 1 (PS3.8 E.2)."""
+    done, parts = [], []
+    for frame in frames:
+        pdu = decode(frame)
+        assert isinstance(pdu, PDataTfPDU)
+        for pdv in pdu.data_value_items:
+            parts.append(bytes(pdv.fragment))
+            if pdv.control_header & 2:
+                done.append((pdv.context_id, pdv.control_header & 1, b"".join(parts)))
+                parts = []
+    return done
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 300), min_size=1, max_size=6),
+    chunk=st.integers(1, 97),
+    stream=st.integers(8, 64),
+)
+def test_streaming_delivers_the_same_messages_whatever_the_reads(
+    sizes: list[int], chunk: int, stream: int
+) -> None:
+    # Pieces are a finer fragmentation of the same PDVs (PS3.8 E.1, E.2): joined by the last
+    # bit they give exactly the messages of the P-DATA-TF framed whole.
+    items = [
+        PresentationDataValueItem(2 * i + 1, 0x02 | (i & 1), bytes([i]) * n)
+        for i, n in enumerate(sizes)
+    ]
+    data = PDataTfPDU(items).encode() + PDataTfPDU(items[:1]).encode()
+    whole = PDUFramer(max_pdata_length=0).feed(data)
+    framer = PDUFramer(max_pdata_length=0, stream_length=stream)
+    pieces: list[memoryview] = []
+    for i in range(0, len(data), chunk):
+        pieces += framer.feed(data[i : i + chunk])
+    assert _messages(pieces) == _messages(whole)
+    assert framer.pending == 0
