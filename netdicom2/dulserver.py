@@ -227,8 +227,11 @@ class DULServer:
         """serve_forever() in start()'s thread: a failure goes to on_failure, or the main thread."""
         try:
             self.serve_forever()
-        except ServerFailedError as exc:
-            failure = exc.__cause__ or exc
+        except BaseException as exc:  # a handler's SystemExit too: the loop is gone either way
+            failure = (exc.__cause__ or exc) if isinstance(exc, ServerFailedError) else exc
+            if self.failure is None:
+                self.failure = failure
+                log.critical("server loop ended: %s: %s", type(exc).__name__, exc)
             try:
                 if self.on_failure is not None:
                     self.on_failure(failure)
