@@ -162,6 +162,8 @@ class DULServer:
         # per connection saved); elsewhere it is set on each one.
         self._nodelay_inherited = set_nodelay(listener) and sys.platform == "linux"
         self._listener = listener
+        host, port = listener.getsockname()[:2]
+        self._address: tuple[str, int] = (host, port)
         self._selector = selectors.DefaultSelector()
         self._wakeup_r, self._wakeup_w = _wakeup_pair()
         self._selector.register(self._listener, selectors.EVENT_READ)
@@ -209,9 +211,8 @@ class DULServer:
 
     @property
     def address(self) -> tuple[str, int]:
-        """The listening host and port."""
-        host, port = self._listener.getsockname()[:2]
-        return host, port
+        """The listening host and port (still known once the listener is closed)."""
+        return self._address
 
     @property
     def active(self) -> int:
