@@ -38,12 +38,13 @@ def test_even_repeated_or_129th_ids_are_invalid() -> None:
 
 
 def test_a_request_of_many_small_items_is_refused_after_a_bounded_scan() -> None:
-    # 256 KiB of empty unknown items would be 65,000 objects to decode: refused at item 257.
-    body = bytes(68) + bytes(DEFAULT_MAX_ASSOCIATE_LENGTH - 68)
-    data = struct.pack(">BBI", 1, 0, len(body)) + body
-    start = time.perf_counter()
-    assert "variable items" in str(check_request(data))
-    assert time.perf_counter() - start < 0.005
+    # 256 KiB of empty unknown items would be 65,000 objects to decode: refused at item 257,
+    # whatever the length (16 MiB here would take a full scan about a second).
+    for size in (DEFAULT_MAX_ASSOCIATE_LENGTH, 16 << 20):
+        data = struct.pack(">BBI", 1, 0, size) + bytes(size)
+        start = time.perf_counter()
+        assert "variable items" in str(check_request(data))
+        assert time.perf_counter() - start < 0.05
     assert check_request(request([1, 3]).encode()) is None
 
 
@@ -94,5 +95,5 @@ def test_thousands_of_transfer_syntaxes_cost_linear_time() -> None:
     rq.variable_items[1] = PresentationContextItemRQ(1, VERIFICATION, [*many, IMPLICIT])
     start = time.perf_counter()
     _, accepted = negotiate(rq)
-    assert time.perf_counter() - start < 0.05
+    assert time.perf_counter() - start < 0.2
     assert [c.transfer_syntax for c in accepted] == [IMPLICIT]
