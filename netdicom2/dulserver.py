@@ -20,8 +20,8 @@ Hostile peers meet bounds, not growth: each PDU in progress holds at most about 
 received (`PDUFramer`), an A-ASSOCIATE-RQ is refused past `max_associate_length`, the bytes held
 by all connections are bounded by `max_buffered` (beyond it the connections holding the most
 are aborted first), one peer address holds at most `max_per_address` associations, and a full
-backlog of connections without A-ASSOCIATE-RQ (`max_pending`) drops the oldest silent one before
-any that is sending its request.
+backlog of connections without A-ASSOCIATE-RQ (`max_pending`) drops a silent one (the oldest of
+the address with the most) before any that is sending its request (`admission.Admission`).
 
 Failures are loud. An exception while serving one connection is contained to it: one ERROR line,
 that association aborted, the loop goes on. One that cannot be contained (the selector or the
@@ -101,8 +101,8 @@ class DULServer:
     Subclasses give each connection its service user (`new_handler`), may refuse an
     A-ASSOCIATE-RQ (`admit`, PS3.8 AE-6) and count events (`accept_failed`, `evicted`).
     `max_pending` bounds connections still in Sta2 (no A-ASSOCIATE-RQ yet, bounded in time by
-    ARTIM): beyond it the oldest silent one is dropped, or when none is silent the oldest one
-    sending its request. `idle_timeout` aborts an association with no indication for that
+    ARTIM): beyond it a silent one is dropped (the oldest of the address with the most silent
+    ones), or when none is silent the oldest one sending its request. `idle_timeout` aborts an association with no indication for that
     long (PS3.8 §9.1.4 Note 2, not ARTIM). `max_associate_length` bounds the PDU-length of an
     A-ASSOCIATE-RQ (Evt19 beyond), `max_buffered` the bytes held over all connections (the
     connections holding most are aborted first, outcome SHED), `max_per_address` the
