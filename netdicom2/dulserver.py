@@ -103,10 +103,11 @@ class DULServer:
     `max_pending` bounds connections still in Sta2 (no A-ASSOCIATE-RQ yet, bounded in time by
     ARTIM): beyond it a silent one is dropped (the oldest of the address with the most silent
     ones), or when none is silent the oldest one sending its request. `idle_timeout` aborts an
-    association with no indication for that long (PS3.8 §9.1.4 Note 2, not ARTIM). `max_associate_length` bounds the PDU-length of an
-    A-ASSOCIATE-RQ (Evt19 beyond), `max_buffered` the bytes held over all connections (the
-    connections holding most are aborted first, outcome SHED), `max_per_address` the
-    associations of one peer address (A-ASSOCIATE-RJ 2/3/2 beyond; 0: no cap).
+    association with no indication for that long (PS3.8 §9.1.4 Note 2, not ARTIM).
+    `max_associate_length` bounds the PDU-length of an A-ASSOCIATE-RQ (Evt19 beyond),
+    `max_buffered` the bytes held over all connections (the connections holding most are
+    aborted first, outcome SHED), `max_per_address` the associations of one peer address
+    (A-ASSOCIATE-RJ 2/3/2 beyond; 0: no cap).
     `on_failure` is told when the loop stops on a failure it could not contain (see above).
     """
 
