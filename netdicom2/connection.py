@@ -214,6 +214,8 @@ class Connection:
         self._framer: PDUFramer | None = None
         self._desynchronised = False
         self._association_rq: AAssociateRqPDU | None = None
+        # Why the latest received PDU was Evt19 (for the adapter's log line; it may reset it).
+        self.refused: PDUDecodeError | None = None
         # Presentation context IDs the A-ASSOCIATE-AC accepted (None before the AC).
         self.accepted_contexts: frozenset[int] | None = None
 
@@ -325,18 +327,21 @@ class Connection:
         for frame in frames:
             if not self.transport_open:
                 return effects  # a previous PDU closed the transport: the rest is ignored
-            if frame[0] == 0x01 and check_request(frame) is not None:
+            fault = check_request(frame) if frame[0] == 0x01 else None
+            if fault is not None:
                 # PS3.8 §9.3.2.2 (Table 9-13): an even or repeated presentation context ID (so
                 # also more than 128 contexts) is an invalid PDU parameter value: Evt19 (AA-1
                 # in Sta2, reason 6 of Table 9-26), never an A-ASSOCIATE indication. Checked
                 # before decoding, so that refusing costs a scan of the item headers only.
                 reason = AbortReason.INVALID_PDU_PARAMETER_VALUE
+                self.refused = PDUDecodeError(fault, pdu_type=0x01, offset=74, field="items")
                 effects += self._fire(Event.Evt19, None, now, abort_reason=reason)
                 continue
             try:
                 pdu = decode(frame)
             except PDUDecodeError as exc:
                 # PS3.8 §9.2.2: an unrecognized or invalid PDU is Evt19.
+                self.refused = exc
                 effects += self._fire(Event.Evt19, None, now, abort_reason=exc.abort_reason)
                 continue
             if type(pdu) is PDataTfPDU:
@@ -356,6 +361,7 @@ class Connection:
             # PS3.8 Annex D.1: a PDU longer than we announced (or a header that cannot start a
             # PDU) is a protocol error, Evt19. The stream cannot be re-synchronised after it.
             self._desynchronised = True
+            self.refused = refused
             effects += self._fire(Event.Evt19, None, now, abort_reason=refused.abort_reason)
         return effects
 

@@ -512,6 +512,10 @@ class Channel:
             return
         if self.handler is None:
             self.server.admission.sending(self)  # its RQ is on its way (eviction order)
+        refused = self.connection.refused
+        if refused is not None:
+            self.connection.refused = None
+            server_log.info("PDU from %s refused (Evt19): %s", self.peer, refused)
         if effects:
             self.perform(effects)
 

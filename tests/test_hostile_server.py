@@ -484,3 +484,15 @@ def test_acceptor_providers_hold_what_arrived_not_what_was_announced() -> None:
         provider.kill()
     for peer in peers:
         peer.close()
+
+
+def test_a_refused_pdu_is_aborted_with_a_clear_reason(caplog: pytest.LogCaptureFixture) -> None:
+    # PS3.8 Table 9-10 Sta2 + Evt19 → AA-1: A-ABORT at once, and one line saying why.
+    caplog.set_level(logging.INFO, "netdicom2.server")
+    with running() as server:
+        sock = connect(server.address)
+        sock.sendall(struct.pack(">BBI", 0x01, 0, 4 * 1024 * 1024 - 6) + b"\x00\x01")
+        assert read_pdu(sock) == bytes.fromhex("07 00 00000004 00 00 00 00")  # A-ABORT (AA-1)
+        until(lambda: "PDU too large" in caplog.text, "the log line")
+        sock.close()
+    assert "PDU from 127.0.0.1 refused (Evt19)" in caplog.text
