@@ -602,6 +602,10 @@ class DULServiceProvider(threading.Thread):
             if sock is None:
                 return
             effects = receive(sock, self.connection)
+            refused = self.connection.refused
+            if refused is not None:  # one line saying why a PDU was Evt19
+                self.connection.refused = None
+                log.info("PDU refused (Evt19): %s", refused)
             if effects is None:
                 self._transport_lost(time.monotonic())
             elif effects:
