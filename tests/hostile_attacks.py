@@ -2,6 +2,7 @@
 
     python -m tests.hostile_attacks header-flood --connections 1000
     python -m tests.hostile_attacks header-flood --connections 200 --send-body
+    python -m tests.hostile_attacks header-flood --connections 500 --established
     python -m tests.hostile_attacks starve --requesters 32
 
 `header-flood`: each connection sends a PDU header announcing an A-ASSOCIATE-RQ of 4 MiB - 6
@@ -30,6 +31,7 @@ from netdicom2.acse import build_rq
 from netdicom2.app_scu import echo
 from netdicom2.items import PresentationContextItemRQ
 from netdicom2.pdu import AAssociateRqPDU
+from tests.hostile import association_rq, read_pdu
 from tests.probes import proc_stats
 
 VERIFICATION = "1.2.840.10008.1.1"
@@ -65,16 +67,36 @@ def mib(kib: int) -> float:
     return round(kib / 1024, 1)
 
 
-def header_flood(connections: int, length: int, send_body: bool, artim: float) -> dict[str, object]:
-    """The 8-bytes-buy-4-MiB attack; RSS before, at the peak, after ARTIM."""
-    with scp("--artim", str(artim), "--max-pending", str(connections + 10)) as (proc, port):
+def header_flood(
+    connections: int, length: int, send_body: bool, artim: float, established: bool = False
+) -> dict[str, object]:
+    """The 8-bytes-buy-4-MiB attack; RSS before, at the peak, after ARTIM (or the idle timeout).
+
+    ``established``: each connection first associates (Verification), then announces a
+    P-DATA-TF of ``length`` to an SCP whose maximum length is 4 MiB (`--max-pdu 4194304`).
+    """
+    extra = ["--max-associations", str(connections + 10), "--idle-timeout", str(artim)]
+    if established:
+        extra += ["--max-pdu", str(4 * 1024 * 1024)]
+    with scp("--artim", str(artim), "--max-pending", str(connections + 10), *extra) as (
+        proc,
+        port,
+    ):
         idle = proc_stats(proc.pid)
         socks = []
+        rejected = 0
         start = time.monotonic()
         for _ in range(connections):
             sock = socket.create_connection(("127.0.0.1", port), timeout=10)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.sendall(struct.pack(">BBI", 0x01, 0, length))
+            if established:
+                sock.sendall(association_rq())
+                answer = read_pdu(sock)
+                if answer[0] != 0x02:  # e.g. A-ASSOCIATE-RJ 2/3/2 (max_per_address)
+                    rejected += 1
+                    sock.close()
+                    continue
+            sock.sendall(struct.pack(">BBI", 0x04 if established else 0x01, 0, length))
             socks.append(sock)
         for byte in (b"\x00", b"\x01"):  # two single bytes, each read on its own
             time.sleep(0.3)
@@ -95,6 +117,8 @@ def header_flood(connections: int, length: int, send_body: bool, artim: float) -
         alive = proc.poll() is None
     return {
         "connections": connections,
+        "associated first": established,
+        "rejected": rejected,
         "announced": length,
         "bytes sent each": length + 6 if send_body else 8,
         "send seconds": round(sent, 2),
@@ -175,13 +199,16 @@ def main() -> None:
     flood.add_argument("--length", type=int, default=4 * 1024 * 1024 - 6)
     flood.add_argument("--send-body", action="store_true")
     flood.add_argument("--artim", type=float, default=3.0)
+    flood.add_argument("--established", action="store_true")
     starving = sub.add_parser("starve")
     starving.add_argument("--requesters", type=int, default=32)
     starving.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
     os.environ.setdefault("PYTHONPATH", os.getcwd())
     if args.attack == "header-flood":
-        figures = header_flood(args.connections, args.length, args.send_body, args.artim)
+        figures = header_flood(
+            args.connections, args.length, args.send_body, args.artim, args.established
+        )
     else:
         figures = starve(args.requesters, args.seconds)
     print(json.dumps(figures, indent=1))
