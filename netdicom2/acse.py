@@ -6,6 +6,7 @@ presentation contexts an AC accepted. The state machine never calls these; users
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -27,11 +28,14 @@ __all__ = [
     "APPLICATION_CONTEXT",
     "IMPLEMENTATION_CLASS_UID",
     "IMPLEMENTATION_VERSION_NAME",
+    "MAX_PRESENTATION_CONTEXTS",
+    "MAX_REQUEST_ITEMS",
     "STORAGE_SOP_CLASSES",
     "TRANSFER_SYNTAXES",
     "AcceptedContext",
     "accepted_contexts",
     "build_rq",
+    "check_request",
     "check_window",
     "negotiate",
     "operations_window",
@@ -105,6 +109,15 @@ TRANSFER_SYNTAXES: tuple[str, ...] = (
     "1.2.840.10008.1.2.4.91",  # JPEG 2000
     "1.2.840.10008.1.2.5",  # RLE Lossless
 )
+
+# PS3.8 §9.3.2.2, Table 9-13: presentation context IDs are odd integers 1-255, each used once.
+MAX_PRESENTATION_CONTEXTS = 128
+#: Variable items an A-ASSOCIATE-RQ may carry: Table 9-11 defines one Application Context item,
+#: one or more Presentation Context items (at most 128) and one User Information item; room is
+#: left for as many items of other types (kept, not interpreted). More is refused before
+#: decoding, so that a request costs a bounded number of items whatever its length [interp].
+MAX_REQUEST_ITEMS = 256
+_ITEM_HEADER = struct.Struct(">BBH")
 
 # PS3.8 Table 9-18: presentation context results.
 ACCEPTANCE = 0
@@ -203,10 +216,42 @@ def build_rq(
     return AAssociateRqPDU(called_ae, calling_ae, items)  # type: ignore[arg-type]
 
 
+def check_request(pdu: bytes | bytearray | memoryview) -> str | None:
+    """Why an encoded A-ASSOCIATE-RQ breaks PS3.8 §9.3.2.2, or None; linear, before decoding.
+
+    Table 9-13: each Presentation Context item (20H) has an odd ID from 1 to 255, used once,
+    so at most 128 of them. A request breaking this is an invalid PDU parameter value: the
+    provider treats it as Evt19 (A-ABORT, Table 9-26 reason 6), not as a request AE-6 could
+    reject (the RJ reasons of Table 9-21 are for valid requests the acceptor will not take).
+    Only the top-level item headers are read, at most MAX_REQUEST_ITEMS + 1 of them: the scan
+    stops at the first fault, and a length that does not nest is left to the decoder.
+    """
+    size = len(pdu)
+    seen: set[int] = set()
+    off = 74  # PS3.8 Table 9-11: the variable items start after the 74-byte fixed part
+    unpack = _ITEM_HEADER.unpack_from
+    items = 0
+    while off + 4 <= size:
+        items += 1
+        if items > MAX_REQUEST_ITEMS:
+            return f"more than {MAX_REQUEST_ITEMS} variable items (PS3.8 Table 9-11)"
+        item_type, _, length = unpack(pdu, off)
+        if item_type == 0x20 and off + 4 < size:  # (a truncated item: the decoder says so)
+            context_id = pdu[off + 4]
+            if not context_id & 1:
+                return f"presentation context ID {context_id} is even (PS3.8 §9.3.2.2)"
+            if context_id in seen:
+                return f"presentation context ID {context_id} proposed twice (PS3.8 §9.3.2.2)"
+            seen.add(context_id)  # odd, unique and one byte: at most 128 (Table 9-13)
+        off += 4 + length
+    return None
+
+
 def _preferred(ours: Sequence[str], proposed: list[str]) -> str | None:
     """The first of our transfer syntaxes among the proposed ones, None when there is none."""
+    offered = set(proposed)  # a request may propose thousands: one lookup each of ours
     for name in ours:
-        if name in proposed:
+        if name in offered:
             return name
     return None
 
@@ -238,7 +283,14 @@ def negotiate(
     )
     results: list[object] = [ApplicationContextItem(APPLICATION_CONTEXT)]
     accepted: list[AcceptedContext] = []
+    answered: set[int] = set()
     for context in rq.presentation_context_items:
+        # PS3.8 §9.3.2.2: odd IDs 1-255, each once. The provider refuses other requests before
+        # they get here (check_request); a request built locally gets an AC bounded the same
+        # way: one result per valid ID, the first proposal of it.
+        if not context.context_id & 1 or context.context_id in answered:
+            continue
+        answered.add(context.context_id)
         abstract = context.abstract_syntax.rstrip("\0 ")
         proposed = [ts.rstrip("\0 ") for ts in context.transfer_syntaxes]
         # Our order of preference decides among the proposed ones (Explicit VR LE first; the

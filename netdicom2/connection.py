@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from operator import attrgetter
 
+from netdicom2.acse import check_request
 from netdicom2.actions import (
     ACTIONS,
     Acceptable,
@@ -53,7 +54,12 @@ from netdicom2.exceptions import (
     PDUDecodeError,
     PDUTooLargeError,
 )
-from netdicom2.framing import FramingError, PDUFramer
+from netdicom2.framing import (
+    DEFAULT_MAX_ASSOCIATE_LENGTH,
+    PDATA_STREAM_LENGTH,
+    FramingError,
+    PDUFramer,
+)
 from netdicom2.fsm import (
     NEXT_STATE,
     PDU_TYPE_EVENT,
@@ -208,6 +214,8 @@ class Connection:
         self._framer: PDUFramer | None = None
         self._desynchronised = False
         self._association_rq: AAssociateRqPDU | None = None
+        # Why the latest received PDU was Evt19 (for the adapter's log line; it may reset it).
+        self.refused: PDUDecodeError | None = None
         # Presentation context IDs the A-ASSOCIATE-AC accepted (None before the AC).
         self.accepted_contexts: frozenset[int] | None = None
 
@@ -217,6 +225,17 @@ class Connection:
     def state(self) -> State:
         """The current state (Sta1 … Sta13)."""
         return self._state
+
+    @property
+    def discarding(self) -> bool:
+        """Whether received bytes are ignored (no transport, or a stream lost after Evt19)."""
+        return not self.transport_open or self._framer is None or self._desynchronised
+
+    @property
+    def buffered(self) -> int:
+        """Bytes the framer holds for a PDU in progress (grows with bytes received only)."""
+        framer = self._framer
+        return 0 if framer is None else framer.reserved
 
     @property
     def artim_deadline(self) -> float | None:
@@ -308,10 +327,21 @@ class Connection:
         for frame in frames:
             if not self.transport_open:
                 return effects  # a previous PDU closed the transport: the rest is ignored
+            fault = check_request(frame) if frame[0] == 0x01 else None
+            if fault is not None:
+                # PS3.8 §9.3.2.2 (Table 9-13): an even or repeated presentation context ID (so
+                # also more than 128 contexts) is an invalid PDU parameter value: Evt19 (AA-1
+                # in Sta2, reason 6 of Table 9-26), never an A-ASSOCIATE indication. Checked
+                # before decoding, so that refusing costs a scan of the item headers only.
+                reason = AbortReason.INVALID_PDU_PARAMETER_VALUE
+                self.refused = PDUDecodeError(fault, pdu_type=0x01, offset=74, field="items")
+                effects += self._fire(Event.Evt19, None, now, abort_reason=reason)
+                continue
             try:
                 pdu = decode(frame)
             except PDUDecodeError as exc:
                 # PS3.8 §9.2.2: an unrecognized or invalid PDU is Evt19.
+                self.refused = exc
                 effects += self._fire(Event.Evt19, None, now, abort_reason=exc.abort_reason)
                 continue
             if type(pdu) is PDataTfPDU:
@@ -331,6 +361,7 @@ class Connection:
             # PS3.8 Annex D.1: a PDU longer than we announced (or a header that cannot start a
             # PDU) is a protocol error, Evt19. The stream cannot be re-synchronised after it.
             self._desynchronised = True
+            self.refused = refused
             effects += self._fire(Event.Evt19, None, now, abort_reason=refused.abort_reason)
         return effects
 
@@ -403,12 +434,17 @@ class Connection:
 
     def _open_framer(self) -> None:
         """A new transport: a fresh framer bounded by the length we announce (Annex D.1)."""
-        if self._max_other_length is None:
-            self._framer = PDUFramer(max_pdata_length=self.max_pdu_length)
-        else:
-            self._framer = PDUFramer(
-                max_pdata_length=self.max_pdu_length, max_other_length=self._max_other_length
-            )
+        # PS3.8 Annex D.1, E.1 [interp]: a P-DATA-TF past PDATA_STREAM_LENGTH (possible with a
+        # maximum length of 0, unlimited) is indicated in pieces, never buffered whole.
+        self._framer = PDUFramer(
+            max_pdata_length=self.max_pdu_length,
+            max_other_length=(
+                DEFAULT_MAX_ASSOCIATE_LENGTH
+                if self._max_other_length is None
+                else self._max_other_length
+            ),
+            stream_length=PDATA_STREAM_LENGTH,
+        )
         self.transport_open = True
         self._desynchronised = False
 

@@ -51,6 +51,7 @@ from netdicom2.connection import (
     Transition,
 )
 from netdicom2.exceptions import LocalProtocolError, ProviderStoppedError, TimeoutError
+from netdicom2.framing import DEFAULT_MAX_ASSOCIATE_LENGTH
 from netdicom2.fsm import State
 from netdicom2.pdu import PDU, AAbortPDU, AAssociateRqPDU, PDataTfPDU
 from netdicom2.transport import (
@@ -123,6 +124,7 @@ class DULServiceProvider(threading.Thread):
         observer: Observer | None = None,
         name: str | None = None,
         threaded: bool = True,
+        max_associate_length: int = DEFAULT_MAX_ASSOCIATE_LENGTH,
     ) -> None:
         super().__init__(name=name or "DULServiceProvider", daemon=True)
         self._threaded = threaded
@@ -163,6 +165,9 @@ class DULServiceProvider(threading.Thread):
             association_timeout=association_timeout,
             release_timeout=release_timeout,
             acceptable=acceptable,
+            # PS3.8 §9.3.2 [interp]: A-ASSOCIATE-RQ/AC (and unknown PDU types) past this length
+            # are refused at their header (Evt19); fixed-length PDUs have their own small bound.
+            max_other_length=max_associate_length,
             # Not a bound method: the provider and its connection form no reference cycle, so
             # each association's objects are freed at once instead of by the cyclic GC.
             observer=_transition_observer(self._observers),
@@ -597,6 +602,10 @@ class DULServiceProvider(threading.Thread):
             if sock is None:
                 return
             effects = receive(sock, self.connection)
+            refused = self.connection.refused
+            if refused is not None:  # one line saying why a PDU was Evt19
+                self.connection.refused = None
+                log.info("PDU refused (Evt19): %s", refused)
             if effects is None:
                 self._transport_lost(time.monotonic())
             elif effects:

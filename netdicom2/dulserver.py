@@ -11,51 +11,77 @@ connection costs one file descriptor (its socket).
 The loop blocks in `select()` until a socket is ready, another thread wakes it (shutdown) or
 the nearest deadline passes (ARTIM, a bounded send, the idle timeout); deadlines are kept in a
 heap. It never polls and never sleeps. Output a peer does not read is queued and bounded: the
-loop stops reading a connection while `_OUT_HIGH_WATER` bytes wait for it, and drops the
+loop stops reading a connection while 1 MiB of output waits for it, and drops the
 transport when the peer reads nothing for `send_timeout` seconds (Evt17).
 
 Handlers run in the loop thread and must not block: a slow handler delays every association.
+
+Hostile peers meet bounds, not growth: each PDU in progress holds at most about twice the bytes
+received (`PDUFramer`), an A-ASSOCIATE-RQ is refused past `max_associate_length`, the bytes held
+by all connections are bounded by `max_buffered` (beyond it the connections holding the most
+are aborted first), one peer address holds at most `max_per_address` associations, and a full
+backlog of connections without A-ASSOCIATE-RQ (`max_pending`) drops a silent one (the oldest of
+the address with the most) before any that is sending its request (`admission.Admission`).
+
+Failures are loud. An exception while serving one connection is contained to it: one ERROR line,
+that association aborted, the loop goes on. One that cannot be contained (the selector or the
+listener failing, memory exhausted outside a connection) stops the loop: every association is
+aborted, the listener closed, a CRITICAL line logged, `failure` set, and `ServerFailedError` is
+raised by `serve_forever()` and again by `shutdown()` and `wait()`. With `start()`, `on_failure`
+is called with the exception; without one, the main thread is interrupted (as by Ctrl-C) so that
+a process does not live on with a dead server.
 """
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import heapq
 import itertools
 import logging
 import selectors
+import signal
 import socket
 import sys
 import threading
 import time
-from typing import Protocol
+from collections.abc import Callable
 
+from netdicom2.admission import Admission
 from netdicom2.connection import (
-    CloseTransport,
-    Connection,
-    Effect,
-    Indicate,
-    SendPDU,
     check_settings,
 )
-from netdicom2.exceptions import LocalProtocolError, ProviderStoppedError
+from netdicom2.exceptions import ServerFailedError
+from netdicom2.framing import DEFAULT_MAX_ASSOCIATE_LENGTH
 from netdicom2.fsm import State
-from netdicom2.pdu import PDU, AAbortPDU, AAssociateRjPDU, AAssociateRqPDU, PDataTfPDU
+from netdicom2.pdu import AAssociateRjPDU, AAssociateRqPDU
 from netdicom2.transport import (
-    TRANSCRIPT_LIMIT,
-    OutputQueue,
-    log_transition,
-    receive,
+    ENDED,
+    ERROR,
+    EVICTED,
+    IDLE,
+    SHED,
+    SHUTDOWN,
+    Channel,
+    Handler,
     set_nodelay,
-    split_pdata,
 )
 
-__all__ = ["Channel", "DULServer", "Handler"]
+__all__ = [
+    "ENDED",
+    "ERROR",
+    "EVICTED",
+    "IDLE",
+    "SHED",
+    "SHUTDOWN",
+    "Channel",
+    "DULServer",
+    "Handler",
+]
 
 log = logging.getLogger("netdicom2.server")
 _transitions = logging.getLogger("netdicom2.dul")  # the logger DULServiceProvider writes them to
 
-_OUT_HIGH_WATER = 1 << 20  # stop reading a connection while this much output waits for it
 _READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 _STA1 = State.Sta1  # bound once: reading a member from an Enum class is a hook call
 # After accept() fails for lack of resources (EMFILE, ENFILE, ENOBUFS, ENOMEM) the listener is
@@ -63,210 +89,10 @@ _STA1 = State.Sta1  # bound once: reading a member from an Enum class is a hook 
 # wait in the backlog (PS3.8 §9.1.4 Note 1: temporary lack of resources).
 ACCEPT_BACKOFF = 0.1
 
-# How a connection ended, as Handler.closed() is told.
-ENDED = ""  # by the protocol: released, aborted, rejected, transport lost or ARTIM
-IDLE = "idle"  # no indication within idle_timeout: we aborted (PS3.8 §9.1.4 Note 2)
-EVICTED = "evicted"  # dropped in Sta2 to make room for newer connections (max_pending)
-ERROR = "error"  # the handler raised: we aborted
-SHUTDOWN = "shutdown"  # the server is shutting down: we aborted
-
-
-class Handler(Protocol):
-    """The service user of one connection, called in the loop thread."""
-
-    def indication(self, primitive: PDU) -> None:
-        """An indication or confirmation of PS3.8 §7 (A-ASSOCIATE, P-DATA, A-RELEASE, A-ABORT)."""
-
-    def closed(self, outcome: str) -> None:
-        """The transport is closed and the machine is back in Sta1; ``outcome``: see ENDED."""
-
-
-class Channel:
-    """One accepted transport connection and its PS3.8 state machine (the acceptor)."""
-
-    __slots__ = (
-        "_out",
-        "connection",
-        "finished",
-        "handler",
-        "idle_deadline",
-        "mask",
-        "scheduled",
-        "server",
-        "sock",
-    )
-
-    def __init__(self, server: DULServer, sock: socket.socket) -> None:
-        self.server = server
-        self.sock: socket.socket | None = sock
-        self.connection = Connection(
-            requestor=False,
-            artim_timeout=server.artim_timeout,
-            max_pdu_length=server.max_pdu_length,
-            acceptable=self._admit,
-            # One DEBUG line per transition (as DULServiceProvider), when asked for at accept.
-            observer=log_transition if _transitions.isEnabledFor(logging.DEBUG) else None,
-            transcript_limit=TRANSCRIPT_LIMIT,
-        )
-        self.handler: Handler | None = None
-        self.finished = False
-        self.mask = 0  # what the selector watches on the socket
-        self.scheduled: float | None = None  # the deadline this channel has in the heap
-        self.idle_deadline: float | None = None
-        self._out = OutputQueue(server.send_timeout)
-
-    @property
-    def state(self) -> State:
-        """The current PS3.8 state (Sta1..Sta13)."""
-        return self.connection.state
-
-    def _admit(self, rq: AAssociateRqPDU) -> AAssociateRjPDU | None:
-        """PS3.8 AE-6: the server's policy decides on this connection's A-ASSOCIATE-RQ."""
-        return self.server.admit(self, rq)
-
-    def send(self, primitive: PDU) -> None:
-        """Hand a user primitive to Table 9-10 and write its PDU(s) now (loop thread only).
-
-        Raises LocalProtocolError naming state and primitive for a blank cell (the state is
-        unchanged), ProviderStoppedError once the connection has ended.
-        """
-        if self.finished:
-            raise ProviderStoppedError(self.connection.state, None, primitive)
-        now = time.monotonic()
-        if type(primitive) is PDataTfPDU:
-            # PS3.8 Annex D.1: no P-DATA-TF longer than the peer's maximum PDU length.
-            for part in split_pdata(primitive, self.connection.peer_max_pdu_length or 0):
-                self.perform(self.connection.send(part, now))
-        else:
-            self.perform(self.connection.send(primitive, now))
-        # The loop settles the channel (interest, deadline) once the indication returns.
-
-    def abort(self, outcome: str) -> None:
-        """End the connection now: A-ABORT where Table 9-10 allows Evt15 (AA-1), then close."""
-        if self.finished:
-            return
-        now = time.monotonic()
-        with contextlib.suppress(LocalProtocolError):  # Sta2, Sta4: Evt15 has no PDU to send
-            self.perform(self.connection.send(AAbortPDU(source=0, reason_diag=0), now))
-        if self.connection.state is not _STA1:
-            self.transport_lost(now)  # PS3.8 §9.1.4: closed without waiting for ARTIM
-        self.server.finish(self, outcome)
-
-    # ------------------------------------------------------------------ effects
-
-    def perform(self, effects: list[Effect]) -> None:
-        """Carry out an action's effects in order (timers: the loop reads timer_deadline)."""
-        for effect in effects:
-            if self.finished:
-                return  # the handler aborted the connection meanwhile
-            if type(effect) is SendPDU:
-                self._write(effect)
-            elif type(effect) is Indicate:
-                self._indicate(effect.primitive)
-            elif type(effect) is CloseTransport:
-                self._close(flush=True)
-            # StartTimer / StopTimer: read back from connection.timer_deadline by settle().
-            # OpenTransport: only AE-1 issues it, and an acceptor never sends an RQ (Evt1).
-
-    def _indicate(self, primitive: PDU) -> None:
-        """Give an indication to the handler; a failing handler aborts the connection."""
-        server = self.server
-        if server.idle_timeout is not None:
-            self.idle_deadline = server.now + server.idle_timeout
-        if self.handler is None:
-            server.pending.pop(self, None)  # no longer waiting for its A-ASSOCIATE-RQ
-            self.handler = server.new_handler(self)
-        try:
-            self.handler.indication(primitive)
-        except LocalProtocolError as exc:
-            # The answer crossed the end of the association: a Table 9-10 blank cell (e.g. a
-            # C-ECHO-RSP after the peer's A-ABORT that came in the same read).
-            log.debug("answer not sent: %s", exc)
-        except Exception:
-            log.exception("service user failed; aborting the association")
-            self.abort(ERROR)
-
-    # ------------------------------------------------------------------ transport
-
-    def read(self) -> None:
-        """Feed received bytes to the core (a large PDU lands in its own buffer); EOF: Evt17."""
-        sock = self.sock
-        if sock is None:
-            return
-        effects = receive(sock, self.connection)
-        if effects is None:
-            self.transport_lost(time.monotonic())
-        elif effects:
-            self.perform(effects)
-
-    def _write(self, effect: SendPDU) -> None:
-        """Write one PDU in one system call (gathering its parts) when the socket takes it."""
-        sock = self.sock
-        if sock is None:
-            return  # the transport is gone: PS3.8 §7.3, data in transit may be lost
-        try:
-            self._out.write(sock, effect)  # what is left waits, bounded by send_timeout
-        except OSError as exc:
-            log.info("transport error while writing: %s", exc)
-            self.transport_lost(time.monotonic())
-
-    def flush(self) -> None:
-        """Write queued output while the socket takes it; re-arm the bounded-send deadline."""
-        if self.sock is None:
-            return
-        try:
-            self._out.flush(self.sock)
-        except OSError as exc:
-            log.info("transport error while writing: %s", exc)
-            self.transport_lost(time.monotonic())
-
-    def transport_lost(self, now: float) -> None:
-        """Peer close, reset, network failure or stalled peer: Evt17 (AA-4, AA-5 or AR-5)."""
-        self._close(flush=False)
-        if self.connection.state is not _STA1:
-            self.perform(self.connection.transport_closed(now))
-
-    def _close(self, *, flush: bool) -> None:
-        """Close the transport (PS3.8 §9.1.4: no linger); best-effort write of queued output."""
-        sock = self.sock
-        if sock is None:
-            return
-        self._out.drop(sock if flush else None)
-        self.server.forget_socket(self, sock)
-        self.sock = None
-        sock.close()
-
-    def wanted_mask(self) -> int:
-        """Read unless output is backed up (bounded memory); write while output waits."""
-        queued = self._out.size  # > 0 exactly while output waits
-        if not queued:
-            return _READ
-        return _WRITE if queued >= _OUT_HIGH_WATER else _READ | _WRITE
-
-    def deadline(self) -> float | None:
-        """The nearest of ARTIM / application timeout, bounded send and idle deadline."""
-        nearest = self.connection.timer_deadline
-        other = self._out.deadline
-        if other is not None and (nearest is None or other < nearest):
-            nearest = other
-        other = self.idle_deadline
-        if other is not None and (nearest is None or other < nearest):
-            nearest = other
-        return nearest
-
-    def expire(self, now: float) -> None:
-        """Fire what is due: a stalled send (Evt17), ARTIM (Evt18), the idle timeout."""
-        if self._out.stalled(now):
-            log.warning(
-                "peer stopped reading for %.1f s: transport dropped", self.server.send_timeout
-            )
-            self.transport_lost(now)
-        due = self.connection.timer_deadline
-        if not self.finished and due is not None and now >= due:
-            self.perform(self.connection.handle_timer(now))
-        if not self.finished and self.idle_deadline is not None and now >= self.idle_deadline:
-            log.info("no PDU for %s s: aborting the association", self.server.idle_timeout)
-            self.abort(IDLE)
+#: Default budget of bytes buffered (PDUs in progress, output waiting) over all connections.
+DEFAULT_MAX_BUFFERED = 256 * 1024 * 1024
+#: Default cap of associations one peer address holds at once (the rest: A-ASSOCIATE-RJ).
+DEFAULT_MAX_PER_ADDRESS = 256
 
 
 class DULServer:
@@ -275,8 +101,14 @@ class DULServer:
     Subclasses give each connection its service user (`new_handler`), may refuse an
     A-ASSOCIATE-RQ (`admit`, PS3.8 AE-6) and count events (`accept_failed`, `evicted`).
     `max_pending` bounds connections still in Sta2 (no A-ASSOCIATE-RQ yet, bounded in time by
-    ARTIM): beyond it the oldest is dropped. `idle_timeout` aborts an association with no
-    indication for that long (PS3.8 §9.1.4 Note 2, not ARTIM).
+    ARTIM): beyond it a silent one is dropped (the oldest of the address with the most silent
+    ones), or when none is silent the oldest one sending its request. `idle_timeout` aborts an
+    association with no indication for that long (PS3.8 §9.1.4 Note 2, not ARTIM).
+    `max_associate_length` bounds the PDU-length of an A-ASSOCIATE-RQ (Evt19 beyond),
+    `max_buffered` the bytes held over all connections (the connections holding most are
+    aborted first, outcome SHED), `max_per_address` the associations of one peer address
+    (A-ASSOCIATE-RJ 2/3/2 beyond; 0: no cap).
+    `on_failure` is told when the loop stops on a failure it could not contain (see above).
     """
 
     def __init__(
@@ -289,6 +121,10 @@ class DULServer:
         idle_timeout: float | None = None,
         max_pending: int = 1000,
         name: str = "dul-server",
+        max_associate_length: int = DEFAULT_MAX_ASSOCIATE_LENGTH,
+        max_buffered: int = DEFAULT_MAX_BUFFERED,
+        max_per_address: int = DEFAULT_MAX_PER_ADDRESS,
+        on_failure: Callable[[BaseException], object] | None = None,
     ) -> None:
         """Serve ``listener`` (bound and listening) once start() or serve_forever() is called.
 
@@ -298,8 +134,15 @@ class DULServer:
             check_settings(max_pdu_length=max_pdu_length, artim_timeout=artim_timeout)
             if not send_timeout > 0 or (idle_timeout is not None and not idle_timeout > 0):
                 raise ValueError(f"timeouts must be more than 0 s: {send_timeout}, {idle_timeout}")
-            if max_pending < 1:
-                raise ValueError(f"max_pending must be at least 1, not {max_pending}")
+            if not 74 <= max_associate_length <= 0xFFFFFFFF:  # PS3.8 Table 9-11: 68 + header
+                raise ValueError(
+                    f"max_associate_length must be 74..2**32-1: {max_associate_length}"
+                )
+            admission: Admission[Channel] = Admission(
+                max_pending=max_pending,
+                max_per_address=max_per_address,
+                max_buffered=max_buffered,
+            )
         except ValueError:
             listener.close()
             raise
@@ -308,19 +151,26 @@ class DULServer:
         self.send_timeout = send_timeout
         self.idle_timeout = idle_timeout
         self.max_pending = max_pending
+        self.max_associate_length = max_associate_length
+        self.max_buffered = max_buffered
+        self.max_per_address = max_per_address
+        self.on_failure = on_failure
+        self.admission = admission  # pending order, per-address counts, bytes buffered
+        self.failure: BaseException | None = None  # why the loop stopped, if it failed
         self._name = name
         listener.setblocking(False)
         # Linux copies TCP_NODELAY from the listener to each accepted socket (a system call
         # per connection saved); elsewhere it is set on each one.
         self._nodelay_inherited = set_nodelay(listener) and sys.platform == "linux"
         self._listener = listener
+        host, port = listener.getsockname()[:2]
+        self._address: tuple[str, int] = (host, port)
         self._selector = selectors.DefaultSelector()
         self._wakeup_r, self._wakeup_w = _wakeup_pair()
         self._selector.register(self._listener, selectors.EVENT_READ)
         self._selector.register(self._wakeup_r, selectors.EVENT_READ)
         self._channels: dict[int, Channel] = {}  # by socket descriptor
         self.now = time.monotonic()  # when the loop's current turn began
-        self.pending: dict[Channel, None] = {}  # Sta2 without an indication yet, oldest first
         self._heap: list[tuple[float, int, Channel]] = []
         self._sequence = itertools.count()
         self._stopping = False
@@ -362,9 +212,8 @@ class DULServer:
 
     @property
     def address(self) -> tuple[str, int]:
-        """The listening host and port."""
-        host, port = self._listener.getsockname()[:2]
-        return host, port
+        """The listening host and port (still known once the listener is closed)."""
+        return self._address
 
     @property
     def active(self) -> int:
@@ -372,57 +221,99 @@ class DULServer:
         return self._active
 
     def start(self) -> None:
-        """Run serve_forever() in a thread of its own."""
-        self._thread = threading.Thread(target=self.serve_forever, name=self._name, daemon=True)
+        """Run serve_forever() in a thread of its own (a failure: see on_failure)."""
+        self._thread = threading.Thread(target=self._run_thread, name=self._name, daemon=True)
         self._thread.start()
 
+    def _run_thread(self) -> None:
+        """serve_forever() in start()'s thread: a failure goes to on_failure, or the main thread."""
+        try:
+            self.serve_forever()
+        except BaseException as exc:  # a handler's SystemExit too: the loop is gone either way
+            failure = (exc.__cause__ or exc) if isinstance(exc, ServerFailedError) else exc
+            if self.failure is None:
+                self.failure = failure
+                log.critical("server loop ended: %s: %s", type(exc).__name__, exc)
+            try:
+                if self.on_failure is not None:
+                    self.on_failure(failure)
+                else:
+                    # Nobody watches this thread: stop the process as Ctrl-C would, rather
+                    # than leave it running with its listener closed.
+                    _interrupt_main()
+            except Exception:
+                log.exception("on_failure failed")
+
     def serve_forever(self) -> None:
-        """The loop: accept, read, write and fire deadlines until shutdown(); then clean up."""
-        selector = self._selector
-        listener, wakeup = self._listener, self._wakeup_r
-        heap = self._heap
-        paused_until: float | None = None
+        """The loop: accept, read, write and fire deadlines until shutdown(); then clean up.
+
+        Raises ServerFailedError (from the original exception) when the loop stopped on a
+        failure no connection could contain; every association is then aborted.
+        """
         with self._lifecycle:
             if self._stopping or self._running:
                 return  # shut down already, or served by another thread
             self._running = True
             self._loop_thread = threading.get_ident()
         try:
-            while not self._stopping:
-                due = self._next_deadline()
-                if paused_until is not None and (due is None or paused_until < due):
-                    due = paused_until
-                timeout = None if due is None else max(0.0, due - time.monotonic())
-                events = selector.select(timeout)
-                self.now = now = time.monotonic()
-                for key, mask in events:
-                    channel = key.data
-                    if channel is None:
-                        if key.fileobj is listener:
-                            if not self._accept(now):
-                                selector.unregister(listener)  # back off (PS3.8 §9.1.4 Note 1)
-                                paused_until = now + ACCEPT_BACKOFF
-                        else:
-                            _drain_wakeup(wakeup)
-                        continue
-                    if channel.finished:
-                        continue
+            self._loop()
+        except Exception as exc:
+            self.failure = exc
+            log.critical("server loop failed, no longer serving: %s: %s", type(exc).__name__, exc)
+            log.debug("server loop failure", exc_info=exc)
+            raise ServerFailedError(f"server loop failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            try:
+                self._cleanup()
+            finally:
+                self._done.set()
+
+    def _loop(self) -> None:
+        """serve_forever()'s turns; an exception raised here could not be contained."""
+        selector = self._selector
+        listener, wakeup = self._listener, self._wakeup_r
+        heap = self._heap
+        paused_until: float | None = None
+        while not self._stopping:
+            due = self._next_deadline()
+            if paused_until is not None and (due is None or paused_until < due):
+                due = paused_until
+            timeout = None if due is None else max(0.0, due - time.monotonic())
+            events = selector.select(timeout)
+            self.now = now = time.monotonic()
+            for key, mask in events:
+                channel = key.data
+                if channel is None:
+                    if key.fileobj is listener:
+                        if not self._accept(now):
+                            selector.unregister(listener)  # back off (PS3.8 §9.1.4 Note 1)
+                            paused_until = now + ACCEPT_BACKOFF
+                    else:
+                        _drain_wakeup(wakeup)
+                    continue
+                if channel.finished:
+                    continue
+                try:
                     if mask & _WRITE:
                         channel.flush()
                     if mask & _READ:
                         channel.read()
                     self.settle(channel)
-                if paused_until is not None and now >= paused_until:
-                    selector.register(listener, selectors.EVENT_READ)
-                    paused_until = None
-                if heap and heap[0][0] <= now:
-                    self._expire(now)
-        finally:
-            self._cleanup()
-            self._done.set()
+                except Exception as exc:
+                    self.contain(channel, exc)
+                    continue
+                self.account(channel)
+            if paused_until is not None and now >= paused_until:
+                selector.register(listener, selectors.EVENT_READ)
+                paused_until = None
+            if heap and heap[0][0] <= now:
+                self._expire(now)
 
     def shutdown(self) -> None:
-        """Stop accepting, abort every association, close every socket; wait for the loop."""
+        """Stop accepting, abort every association, close every socket; wait for the loop.
+
+        Raises ServerFailedError when the loop had stopped on a failure (see serve_forever).
+        """
         with self._lifecycle:
             self._stopping = True
             running = self._running
@@ -431,11 +322,31 @@ class DULServer:
             return
         with contextlib.suppress(OSError):
             self._wakeup_w.send(b"\0")
-        if threading.get_ident() == self._loop_thread:
+        if threading.get_ident() == self._loop_thread and not self._done.is_set():
             return  # called from a handler: the loop cleans up when this turn ends
         self._done.wait()
         if self._thread is not None:
             self._thread.join()
+        self._raise_failure()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the loop has ended (shutdown or failure); True if it has.
+
+        Raises ServerFailedError when it ended on a failure: a supervisor's main thread can
+        block here and exit non-zero.
+        """
+        ended = self._done.wait(timeout)
+        if ended:
+            self._raise_failure()
+        return ended
+
+    def _raise_failure(self) -> None:
+        """Re-raise the loop's failure to the caller (PS3.8 aside: no silent half-alive server)."""
+        if self.failure is not None:
+            failure = self.failure
+            raise ServerFailedError(
+                f"server loop failed: {type(failure).__name__}: {failure}"
+            ) from failure
 
     def wait_idle(self, timeout: float, *, connections: int = 0) -> bool:
         """Wait until ``connections`` were accepted in all and none is being served."""
@@ -457,42 +368,122 @@ class DULServer:
         connections already accepted are served in between.
         """
         try:
-            sock, _ = self._listener.accept()
+            sock, address = self._listener.accept()
         except (BlockingIOError, InterruptedError, ConnectionAbortedError, ConnectionResetError):
             return True  # none left, or that one was reset while in the backlog
         except OSError as exc:
             self.accept_failed(exc)
             return False
-        self._make_room()
-        self._serve(sock, now)
+        channel: Channel | None = None
+        try:
+            self._make_room()
+            channel = self._serve(sock, now, address)
+        except Exception as exc:
+            if channel is None:
+                log.error("accepted connection failed: %s: %s", type(exc).__name__, exc)
+                sock.close()
+            else:
+                self.contain(channel, exc)
         return True
 
-    def _serve(self, sock: socket.socket, now: float) -> None:
+    def _serve(self, sock: socket.socket, now: float, address: object = None) -> Channel:
         """Start serving an accepted socket: Evt5 → AE-5 (ARTIM started), Sta2."""
         sock.setblocking(False)
         if not self._nodelay_inherited:
             set_nodelay(sock)  # each PDU leaves at once (no Nagle delay)
-        channel = Channel(self, sock)
+        peer = address[0] if isinstance(address, tuple) and address else ""
+        channel = Channel(self, sock, str(peer))
         self._channels[sock.fileno()] = channel
-        self.pending[channel] = None
+        self.admission.waiting(channel, channel.peer)
         with self._idle_lock:
             self._active += 1
             self._accepted += 1
         self.accepted(channel)
         channel.perform(channel.connection.transport_accepted(now))
         self.settle(channel)
+        return channel
 
     def _make_room(self) -> None:
-        """Over max_pending connections without an A-ASSOCIATE-RQ: drop the oldest of them."""
-        if len(self.pending) < self.max_pending:
+        """Over max_pending connections without an A-ASSOCIATE-RQ: drop one to make room.
+
+        The oldest silent one goes first; one already sending its request only when none is
+        silent (PS3.8 §9.1.4 Note 1 leaves the policy to the acceptor; see Admission).
+        """
+        chosen = self.admission.to_evict()
+        if chosen is None:
             return
-        oldest = next(iter(self.pending))
-        del self.pending[oldest]
+        oldest, silent = chosen
         log.info(
-            "over %d connections without A-ASSOCIATE-RQ: dropping the oldest", self.max_pending
+            "over %d connections without A-ASSOCIATE-RQ: dropping the oldest %s one",
+            self.max_pending,
+            "silent" if silent else "sending",
         )
         self.evicted(oldest)
         oldest.abort(EVICTED)  # Sta2: Evt15 has no action; closed, Evt17 → AA-5
+
+    @property
+    def pending(self) -> dict[Channel, str]:
+        """Connections in Sta2 from which nothing came yet, oldest first, with their address."""
+        return self.admission.pending
+
+    @property
+    def buffered(self) -> int:
+        """Bytes buffered by every connection (PDUs in progress, output waiting)."""
+        return self.admission.buffered
+
+    # ------------------------------------------------------------------ bounds and failures
+
+    def account(self, channel: Channel) -> None:
+        """Count what a connection buffers; over max_buffered, shed the largest holders."""
+        if channel.finished:
+            return
+        if self.admission.hold(channel, channel.connection.buffered + channel.queued):
+            self._shed()
+
+    def _shed(self) -> None:
+        """Abort the connections holding the most until the buffered bytes fit the budget."""
+        admission = self.admission
+        while admission.buffered > self.max_buffered:
+            victim = admission.largest()
+            if victim is None:
+                return
+            log.warning(
+                "%d bytes buffered, over the budget of %d: aborting the connection holding %d",
+                admission.buffered,
+                self.max_buffered,
+                admission.held[victim],
+            )
+            try:
+                victim.abort(SHED)
+            except Exception as exc:
+                self.contain(victim, exc)
+            admission.release(victim)  # ended (even if its abort failed and it was dropped)
+
+    def contain(self, channel: Channel, exc: Exception) -> None:
+        """An exception while serving one connection: log one line, abort it, serve the rest."""
+        log.error(
+            "connection from %s failed, aborting it: %s: %s", channel.peer, type(exc).__name__, exc
+        )
+        log.debug("connection failure", exc_info=exc)
+        try:
+            channel.abort(ERROR)
+        except Exception:
+            self._discard(channel)  # the protocol cannot end it: drop it without a word
+
+    def _discard(self, channel: Channel) -> None:
+        """Forget a connection whose abort failed: close its socket, count it finished."""
+        sock = channel.sock
+        if sock is not None:
+            self.forget_socket(channel, sock)
+            channel.sock = None
+            sock.close()
+        if not channel.finished:
+            channel.finished = True
+            self._ended(channel)
+            with self._idle_lock:
+                self._active -= 1
+                if self._idle_waiters:
+                    self._idle.notify_all()
 
     def settle(self, channel: Channel) -> None:
         """After a channel's events: finish it when over, else update interest and deadline."""
@@ -538,7 +529,7 @@ class DULServer:
         if channel.sock is not None:  # Sta1 with the socket still open cannot stay so
             channel.transport_lost(time.monotonic())
         channel.finished = True
-        self.pending.pop(channel, None)
+        self._ended(channel)
         try:
             if channel.handler is not None:
                 channel.handler.closed(outcome)
@@ -549,6 +540,13 @@ class DULServer:
                 self._active -= 1
                 if self._idle_waiters:
                     self._idle.notify_all()
+
+    def _ended(self, channel: Channel) -> None:
+        """Give back what a finished connection held: pending place, bytes, address slot."""
+        self.admission.release(channel)
+        if channel.address_counted:
+            channel.address_counted = False
+            self.admission.give_address(channel.peer)
 
     def _next_deadline(self) -> float | None:
         """The nearest live deadline in the heap (stale entries are dropped)."""
@@ -568,8 +566,11 @@ class DULServer:
             if channel.finished or channel.scheduled != deadline:
                 continue
             channel.scheduled = None
-            channel.expire(now)
-            self.settle(channel)
+            try:
+                channel.expire(now)
+                self.settle(channel)
+            except Exception as exc:
+                self.contain(channel, exc)
 
     def _cleanup(self) -> None:
         """Abort every connection and release every descriptor (once)."""
@@ -583,6 +584,15 @@ class DULServer:
         self._listener.close()
         self._wakeup_r.close()
         self._wakeup_w.close()
+
+
+def _interrupt_main() -> None:
+    """Deliver SIGINT to the main thread: a real signal also ends a blocking wait there."""
+    main = threading.main_thread().ident
+    if main is not None and hasattr(signal, "pthread_kill"):
+        signal.pthread_kill(main, signal.SIGINT)
+    else:  # pragma: no cover - not POSIX
+        _thread.interrupt_main()
 
 
 def _wakeup_pair() -> tuple[socket.socket, socket.socket]:

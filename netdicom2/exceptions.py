@@ -10,6 +10,7 @@ __all__ = [
     "NetDicomError",
     "PDUDecodeError",
     "PDUTooLargeError",
+    "ServerFailedError",
     "TimeoutError",
 ]
 
@@ -92,3 +93,11 @@ class PDUTooLargeError(LocalProtocolError):
             pdu,
             f"PDU-length {length} exceeds the peer's maximum length {maximum} (PS3.8 Annex D.1)",
         )
+
+
+class ServerFailedError(NetDicomError):
+    """A DULServer loop stopped on a failure no single connection could contain.
+
+    Raised from ``serve_forever()`` and again from ``shutdown()``/``wait()``; ``__cause__`` is
+    the original exception. The listener is closed and every association aborted.
+    """

@@ -1,4 +1,4 @@
-"""Socket plumbing shared by the adapters (DULServiceProvider, DULServer).
+"""Socket plumbing shared by the adapters (DULServiceProvider, DULServer), and DULServer's Channel.
 
 `OutputQueue` holds what a non-blocking socket has not taken yet, as views of the PDUs;
 `receive` does one read into the sans-I/O core (a large PDU lands in its own buffer);
@@ -15,21 +15,43 @@ import errno
 import itertools
 import logging
 import os
+import selectors
 import socket
 import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Protocol
 
-from netdicom2.connection import Connection, Effect, SendPDU, Transition
+from netdicom2.connection import (
+    CloseTransport,
+    Connection,
+    Effect,
+    Indicate,
+    SendPDU,
+    Transition,
+)
+from netdicom2.exceptions import LocalProtocolError, ProviderStoppedError
+from netdicom2.fsm import State
 from netdicom2.items import PresentationDataValueItem
-from netdicom2.pdu import PDataTfPDU
+from netdicom2.pdu import PDU, AAbortPDU, AAssociateRjPDU, AAssociateRqPDU, PDataTfPDU
+
+if TYPE_CHECKING:
+    from netdicom2.dulserver import DULServer
 
 __all__ = [
+    "ENDED",
+    "ERROR",
+    "EVICTED",
+    "IDLE",
     "IN_PROGRESS",
     "MAX_PARTS",
     "RECV_SIZE",
+    "SHED",
+    "SHUTDOWN",
     "TRANSCRIPT_LIMIT",
+    "Channel",
+    "Handler",
     "OutputQueue",
     "Wakeup",
     "log_transition",
@@ -47,6 +69,8 @@ RECV_SIZE = 1 << 16
 # The transitions each adapter's connection keeps (Connection.transcript_limit): one comes per
 # PDU, so an association of many small PDUs must not grow memory for as long as it lasts.
 TRANSCRIPT_LIMIT = 4096
+# Where input that is ignored anyway is read (its content is never looked at: shared).
+_SCRATCH = memoryview(bytearray(RECV_SIZE))
 # A P-DATA-TF's pieces are gathered by one sendmsg(2), well under IOV_MAX; more are joined.
 MAX_PARTS = 64
 # connect_ex results of a TCP connect that has not completed yet.
@@ -109,6 +133,17 @@ def receive(sock: socket.socket, connection: Connection) -> list[Effect] | None:
     a reset or another socket error is the loss of the transport (the caller's Evt17); a read
     that would block gives no effect.
     """
+    if connection.discarding:
+        # Nothing is kept (Sta13 after a refused PDU, waiting for the close or ARTIM): read
+        # into one scratch buffer, no allocation per read.
+        try:
+            size = sock.recv_into(_SCRATCH)
+        except (BlockingIOError, InterruptedError):
+            return []
+        except OSError as exc:
+            log.info("transport error while reading: %s", exc)
+            return None
+        return [] if size else None
     buffer = connection.receive_buffer()
     try:
         if buffer is None:
@@ -305,3 +340,250 @@ class Wakeup:
                 for end in self._pair:
                     end.close()
             self._fd = -1
+
+
+# ------------------------------------------------------------------ DULServer's connections
+
+server_log = logging.getLogger("netdicom2.server")
+_OUT_HIGH_WATER = 1 << 20  # stop reading a connection while this much output waits for it
+# How a connection ended, as Handler.closed() is told.
+ENDED = ""  # by the protocol: released, aborted, rejected, transport lost or ARTIM
+IDLE = "idle"  # no indication within idle_timeout: we aborted (PS3.8 §9.1.4 Note 2)
+EVICTED = "evicted"  # dropped in Sta2 to make room for newer connections (max_pending)
+ERROR = "error"  # the handler raised: we aborted
+SHUTDOWN = "shutdown"  # the server is shutting down: we aborted
+SHED = "shed"  # over the server's budget of buffered bytes, it held the most: we aborted
+
+# PS3.8 Table 9-21: rejected-transient, service-provider (presentation), local-limit-exceeded.
+_LOCAL_LIMIT = (2, 3, 2)
+_STA1 = State.Sta1  # bound once: reading a member from an Enum class is a hook call
+_READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
+
+
+class Handler(Protocol):
+    """The service user of one connection, called in the loop thread."""
+
+    def indication(self, primitive: PDU) -> None:
+        """An indication or confirmation of PS3.8 §7 (A-ASSOCIATE, P-DATA, A-RELEASE, A-ABORT)."""
+
+    def closed(self, outcome: str) -> None:
+        """The transport is closed and the machine is back in Sta1; ``outcome``: see ENDED."""
+
+
+class Channel:
+    """One accepted transport connection and its PS3.8 state machine (the acceptor)."""
+
+    __slots__ = (
+        "_out",
+        "address_counted",
+        "connection",
+        "finished",
+        "handler",
+        "idle_deadline",
+        "mask",
+        "peer",
+        "scheduled",
+        "server",
+        "sock",
+    )
+
+    def __init__(self, server: DULServer, sock: socket.socket, peer: str = "") -> None:
+        self.server = server
+        self.sock: socket.socket | None = sock
+        self.peer = peer  # the peer's address (host), for max_per_address
+        self.address_counted = False  # holds one of its address's association slots
+        self.connection = Connection(
+            requestor=False,
+            artim_timeout=server.artim_timeout,
+            max_pdu_length=server.max_pdu_length,
+            max_other_length=server.max_associate_length,
+            acceptable=self._admit,
+            # One DEBUG line per transition (as DULServiceProvider), when asked for at accept.
+            observer=log_transition if log.isEnabledFor(logging.DEBUG) else None,
+            transcript_limit=TRANSCRIPT_LIMIT,
+        )
+        self.handler: Handler | None = None
+        self.finished = False
+        self.mask = 0  # what the selector watches on the socket
+        self.scheduled: float | None = None  # the deadline this channel has in the heap
+        self.idle_deadline: float | None = None
+        self._out = OutputQueue(server.send_timeout)
+
+    @property
+    def state(self) -> State:
+        """The current PS3.8 state (Sta1..Sta13)."""
+        return self.connection.state
+
+    @property
+    def queued(self) -> int:
+        """Bytes of output waiting for the peer to read them."""
+        return self._out.size
+
+    def _admit(self, rq: AAssociateRqPDU) -> AAssociateRjPDU | None:
+        """PS3.8 AE-6: the per-address cap, then the server's policy, decide on the RQ."""
+        server = self.server
+        admission = server.admission
+        if admission.address_full(self.peer):
+            # PS3.8 §7.1.2.6, Table 9-21: rejected-transient, local limit exceeded (2/3/2).
+            server_log.info(
+                "%s holds %d associations: A-ASSOCIATE-RJ 2/3/2",
+                self.peer,
+                admission.max_per_address,
+            )
+            return AAssociateRjPDU(*_LOCAL_LIMIT)
+        answer = server.admit(self, rq)
+        if answer is None:
+            admission.take_address(self.peer)
+            self.address_counted = True
+        return answer
+
+    def send(self, primitive: PDU) -> None:
+        """Hand a user primitive to Table 9-10 and write its PDU(s) now (loop thread only).
+
+        Raises LocalProtocolError naming state and primitive for a blank cell (the state is
+        unchanged), ProviderStoppedError once the connection has ended.
+        """
+        if self.finished:
+            raise ProviderStoppedError(self.connection.state, None, primitive)
+        now = time.monotonic()
+        if type(primitive) is PDataTfPDU:
+            # PS3.8 Annex D.1: no P-DATA-TF longer than the peer's maximum PDU length.
+            for part in split_pdata(primitive, self.connection.peer_max_pdu_length or 0):
+                self.perform(self.connection.send(part, now))
+        else:
+            self.perform(self.connection.send(primitive, now))
+        # The loop settles the channel (interest, deadline) once the indication returns.
+
+    def abort(self, outcome: str) -> None:
+        """End the connection now: A-ABORT where Table 9-10 allows Evt15 (AA-1), then close."""
+        if self.finished:
+            return
+        now = time.monotonic()
+        with contextlib.suppress(LocalProtocolError):  # Sta2, Sta4: Evt15 has no PDU to send
+            self.perform(self.connection.send(AAbortPDU(source=0, reason_diag=0), now))
+        if self.connection.state is not _STA1:
+            self.transport_lost(now)  # PS3.8 §9.1.4: closed without waiting for ARTIM
+        self.server.finish(self, outcome)
+
+    # ------------------------------------------------------------------ effects
+
+    def perform(self, effects: list[Effect]) -> None:
+        """Carry out an action's effects in order (timers: the loop reads timer_deadline)."""
+        for effect in effects:
+            if self.finished:
+                return  # the handler aborted the connection meanwhile
+            if type(effect) is SendPDU:
+                self._write(effect)
+            elif type(effect) is Indicate:
+                self._indicate(effect.primitive)
+            elif type(effect) is CloseTransport:
+                self._close(flush=True)
+            # StartTimer / StopTimer: read back from connection.timer_deadline by settle().
+            # OpenTransport: only AE-1 issues it, and an acceptor never sends an RQ (Evt1).
+
+    def _indicate(self, primitive: PDU) -> None:
+        """Give an indication to the handler; a failing handler aborts the connection."""
+        server = self.server
+        if server.idle_timeout is not None:
+            self.idle_deadline = server.now + server.idle_timeout
+        if self.handler is None:
+            server.admission.unpend(self)  # no longer waiting for its A-ASSOCIATE-RQ
+            self.handler = server.new_handler(self)
+        try:
+            self.handler.indication(primitive)
+        except LocalProtocolError as exc:
+            # The answer crossed the end of the association: a Table 9-10 blank cell (e.g. a
+            # C-ECHO-RSP after the peer's A-ABORT that came in the same read).
+            server_log.debug("answer not sent: %s", exc)
+        except Exception:
+            server_log.exception("service user failed; aborting the association")
+            self.abort(ERROR)
+
+    # ------------------------------------------------------------------ transport
+
+    def read(self) -> None:
+        """Feed received bytes to the core (a large PDU lands in its own buffer); EOF: Evt17."""
+        sock = self.sock
+        if sock is None:
+            return
+        effects = receive(sock, self.connection)
+        if effects is None:
+            self.transport_lost(time.monotonic())
+            return
+        if self.handler is None:
+            self.server.admission.sending(self)  # its RQ is on its way (eviction order)
+        refused = self.connection.refused
+        if refused is not None:
+            self.connection.refused = None
+            server_log.info("PDU from %s refused (Evt19): %s", self.peer, refused)
+        if effects:
+            self.perform(effects)
+
+    def _write(self, effect: SendPDU) -> None:
+        """Write one PDU in one system call (gathering its parts) when the socket takes it."""
+        sock = self.sock
+        if sock is None:
+            return  # the transport is gone: PS3.8 §7.3, data in transit may be lost
+        try:
+            self._out.write(sock, effect)  # what is left waits, bounded by send_timeout
+        except OSError as exc:
+            server_log.info("transport error while writing: %s", exc)
+            self.transport_lost(time.monotonic())
+
+    def flush(self) -> None:
+        """Write queued output while the socket takes it; re-arm the bounded-send deadline."""
+        if self.sock is None:
+            return
+        try:
+            self._out.flush(self.sock)
+        except OSError as exc:
+            server_log.info("transport error while writing: %s", exc)
+            self.transport_lost(time.monotonic())
+
+    def transport_lost(self, now: float) -> None:
+        """Peer close, reset, network failure or stalled peer: Evt17 (AA-4, AA-5 or AR-5)."""
+        self._close(flush=False)
+        if self.connection.state is not _STA1:
+            self.perform(self.connection.transport_closed(now))
+
+    def _close(self, *, flush: bool) -> None:
+        """Close the transport (PS3.8 §9.1.4: no linger); best-effort write of queued output."""
+        sock = self.sock
+        if sock is None:
+            return
+        self._out.drop(sock if flush else None)
+        self.server.forget_socket(self, sock)
+        self.sock = None
+        sock.close()
+
+    def wanted_mask(self) -> int:
+        """Read unless output is backed up (bounded memory); write while output waits."""
+        queued = self._out.size  # > 0 exactly while output waits
+        if not queued:
+            return _READ
+        return _WRITE if queued >= _OUT_HIGH_WATER else _READ | _WRITE
+
+    def deadline(self) -> float | None:
+        """The nearest of ARTIM / application timeout, bounded send and idle deadline."""
+        nearest = self.connection.timer_deadline
+        other = self._out.deadline
+        if other is not None and (nearest is None or other < nearest):
+            nearest = other
+        other = self.idle_deadline
+        if other is not None and (nearest is None or other < nearest):
+            nearest = other
+        return nearest
+
+    def expire(self, now: float) -> None:
+        """Fire what is due: a stalled send (Evt17), ARTIM (Evt18), the idle timeout."""
+        if self._out.stalled(now):
+            server_log.warning(
+                "peer stopped reading for %.1f s: transport dropped", self.server.send_timeout
+            )
+            self.transport_lost(now)
+        due = self.connection.timer_deadline
+        if not self.finished and due is not None and now >= due:
+            self.perform(self.connection.handle_timer(now))
+        if not self.finished and self.idle_deadline is not None and now >= self.idle_deadline:
+            server_log.info("no PDU for %s s: aborting the association", self.server.idle_timeout)
+            self.abort(IDLE)

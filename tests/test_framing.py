@@ -114,7 +114,7 @@ def test_pdata_limit_is_the_announced_maximum_length() -> None:
 def test_zero_means_unlimited() -> None:
     framer = PDUFramer(max_pdata_length=0, max_other_length=0)
     assert framer.feed(bytes.fromhex("04 00 FFFFFFFF") + b"\x00") == []
-    assert framer.pending == 7
+    assert framer.pending == 7 and framer.reserved == 256  # nothing buffered up front
 
 
 def test_unknown_pdu_types_are_framed_by_length() -> None:
@@ -305,16 +305,26 @@ def test_a_large_pdu_is_received_in_place_through_body_buffer() -> None:
     payload = bytes(range(256)) * 1024  # 256 KiB
     pdu = PDataTfPDU([PresentationDataValueItem(1, 0x02, payload)]).encode()
     framer = PDUFramer(max_pdata_length=1 << 20)
-    assert framer.feed(pdu[:1000]) == [] and framer.body_buffer(1 << 20) is None  # too little
+    assert framer.feed(pdu[:1000]) == [] and framer.body_buffer() is None  # too little arrived
+    assert framer.feed(pdu[1000:70000]) == []
+    assert framer.body_buffer(1 << 20) is None  # less than that is missing
     buffer = framer.body_buffer()
-    assert buffer is not None and len(buffer) == len(pdu) - 1000
-    buffer[:5000] = pdu[1000:6000]  # as socket.recv_into would
+    # The room offered is what arrived (the buffer doubles), not the announced rest.
+    assert buffer is not None and len(buffer) == 70000
+    buffer[:5000] = pdu[70000:75000]  # as socket.recv_into would
+    del buffer
     assert framer.body_received(5000) == []
-    assert framer.feed(pdu[6000:7000]) == []  # plain feed() still works in between
-    rest = framer.body_buffer()
-    assert rest is not None and len(rest) == len(pdu) - 7000
-    rest[:] = pdu[7000:]
-    [frame] = framer.body_received(len(rest))
+    assert framer.feed(pdu[75000:76000]) == []  # plain feed() still works in between
+    frames: list[memoryview] = []
+    while not frames:
+        rest = framer.body_buffer(1)
+        assert rest is not None and 0 < len(rest) <= len(pdu) - framer.pending
+        assert framer.reserved <= 2 * framer.pending
+        n = len(rest)
+        rest[:] = pdu[framer.pending : framer.pending + n]
+        del rest
+        frames = framer.body_received(n)
+    [frame] = frames
     assert bytes(frame) == pdu and frame.readonly and framer.pending == 0
     assert framer.feed(pdu) and framer.body_buffer() is None  # whole PDUs need no buffer
 
