@@ -103,7 +103,7 @@ QUICK = Counts(50, 200, 510, 30, 20, 6.0, 256, 16381, 60.0)
 def netdicom2_server(tmp: Path) -> Iterator[tuple[NetnsServer, str]]:
     """`netdicom2 scp` (this checkout) alone in a namespace."""
     argv = [sys.executable, "-m", "netdicom2", "scp", "--port", str(PORT), "--artim", str(ARTIM)]
-    argv += ["--idle-timeout", str(IDLE)]
+    argv += ["--idle-timeout", str(IDLE), "--max-per-address", "0"]  # every client is 127.0.0.1
     with netns_server(argv, PORT, tmp / "netdicom2.log") as server:
         yield server, "ANY-SCP"
 

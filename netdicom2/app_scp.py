@@ -23,6 +23,7 @@ import argparse
 import logging
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,7 +45,8 @@ from netdicom2.dimse import (
     encode_command,
     is_storage_class,
 )
-from netdicom2.dulserver import ERROR, IDLE, Channel, DULServer
+from netdicom2.dulserver import DEFAULT_MAX_BUFFERED, ERROR, IDLE, Channel, DULServer
+from netdicom2.framing import DEFAULT_MAX_ASSOCIATE_LENGTH
 from netdicom2.items import PresentationDataValueItem
 from netdicom2.pdu import (
     PDU,
@@ -71,6 +73,9 @@ CANNOT_UNDERSTAND = 0xC000  # PS3.4 B.2-1: Error, Cannot understand
 # The default bound on one data set (--max-dataset-size): 4 GiB, the largest a defined-length
 # data set can announce (PS3.5 §7.1: 32-bit lengths); larger ones are refused with A700H.
 MAX_DATASET_SIZE = 1 << 32
+# One peer address may hold this many of the associations (default 500) at once: a single
+# client cannot lock every other one out (RJ 2/3/2 beyond it, PS3.8 Table 9-21).
+MAX_PER_ADDRESS = 128
 # PS3.7 §9.3: the command fields answered, read once.
 _C_ECHO_RQ = COMMAND_FIELDS["C-ECHO-RQ"]
 _C_STORE_RQ = COMMAND_FIELDS["C-STORE-RQ"]
@@ -116,7 +121,10 @@ class StorageSCP(DULServer):
     wait in the transport, bounded by TCP flow control. `max_dataset_size` bounds one data set
     in bytes (A700H above it), `max_in_progress` the bytes of all data sets being written into
     `output_dir` at once (A700H for the store that would pass it). Temporary files left by a
-    killed process are swept when the SCP is created.
+    killed process are swept when the SCP is created. `max_per_address` (default 128, a
+    quarter of `max_associations`' default; 0: no cap) bounds the associations of one peer
+    address, `max_buffered` the bytes buffered over all connections and `max_associate_length`
+    the PDU-length of an A-ASSOCIATE-RQ (DULServer).
     """
 
     def __init__(
@@ -136,6 +144,10 @@ class StorageSCP(DULServer):
         max_operations: int = 0,
         max_dataset_size: int = MAX_DATASET_SIZE,
         max_in_progress: int = MAX_IN_PROGRESS,
+        max_per_address: int = MAX_PER_ADDRESS,
+        max_buffered: int = DEFAULT_MAX_BUFFERED,
+        max_associate_length: int = DEFAULT_MAX_ASSOCIATE_LENGTH,
+        on_failure: Callable[[BaseException], object] | None = None,
     ) -> None:
         """Bind host:port (127.0.0.1 by default) and prepare; start() serves."""
         check_window("max_operations", max_operations)
@@ -155,6 +167,10 @@ class StorageSCP(DULServer):
             send_timeout=send_timeout,
             idle_timeout=idle_timeout,
             max_pending=max_pending,
+            max_per_address=max_per_address,
+            max_buffered=max_buffered,
+            max_associate_length=max_associate_length,
+            on_failure=on_failure,
             name="scp",
         )
         self.ae_title = ae_title

@@ -17,8 +17,10 @@ import socket
 from pathlib import Path
 
 from netdicom2.app_files import MAX_IN_PROGRESS, byte_size, prepare_output_dir
-from netdicom2.app_scp import MAX_DATASET_SIZE, StorageSCP
+from netdicom2.app_scp import MAX_DATASET_SIZE, MAX_PER_ADDRESS, StorageSCP
 from netdicom2.cli import MAX_LENGTH, JobError, UsageError, ae_title, bounded_int, seconds
+from netdicom2.dulserver import DEFAULT_MAX_BUFFERED
+from netdicom2.exceptions import ServerFailedError
 
 __all__ = ["add_scp"]
 
@@ -69,6 +71,21 @@ def add_scp(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=bounded_int(1, 1 << 20),
         default=500,
         help="concurrent associations",
+    )
+    p.add_argument(
+        "--max-per-address",
+        type=bounded_int(0, 1 << 20),
+        default=MAX_PER_ADDRESS,
+        help=f"associations one peer address may hold at once, RJ 2/3/2 beyond "
+        f"(default {MAX_PER_ADDRESS}; 0: no cap)",
+    )
+    p.add_argument(
+        "--max-buffered",
+        type=byte_size,
+        default=DEFAULT_MAX_BUFFERED,
+        metavar="BYTES",
+        help="bytes all connections may hold in receive buffers; beyond, the connections "
+        "holding most are aborted first (default 256M)",
     )
     p.add_argument(
         "--max-pending",
@@ -158,6 +175,8 @@ def _run(args: argparse.Namespace) -> int:
             max_operations=args.max_operations,
             max_dataset_size=args.max_dataset_size,
             max_in_progress=args.max_in_progress,
+            max_per_address=args.max_per_address,
+            max_buffered=args.max_buffered,
         )
     except OSError as exc:
         raise _listen_error(exc, args.host, args.port) from None
@@ -170,6 +189,9 @@ def _run(args: argparse.Namespace) -> int:
         # In the main thread: a signal interrupts the selector wait, the loop's cleanup aborts
         # every association (removing half-written files) and the exit status says why.
         scp.serve_forever()
+    except ServerFailedError as exc:  # logged CRITICAL by the loop; the process must not linger
+        _summary(scp)
+        raise JobError(f"the server stopped: {exc}") from exc
     except KeyboardInterrupt:
         scp.shutdown()
         _summary(scp)

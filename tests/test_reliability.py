@@ -247,7 +247,8 @@ def idle(target: Target, baseline: ProcStats) -> ProcStats:
 def test_200_concurrent_associations_all_succeed(
     record_property: Callable[[str, object], None],
 ) -> None:
-    with scp_process() as (target, _):
+    # 200 clients from one address: lift the per-address cap (default 128) for this test.
+    with scp_process("--max-per-address", "0") as (target, _):
         assert target.pid is not None
         base = proc_stats(target.pid)
         result = concurrent(target, 200, dataset(32_000), hold=True, timeout=30)
