@@ -92,7 +92,11 @@ def start_connect(address: tuple[str, int]) -> tuple[socket.socket | None, int]:
         return None, exc.errno or errno.EIO
     if _STREAM == socket.SOCK_STREAM:  # pragma: no cover - no SOCK_NONBLOCK
         sock.setblocking(False)
-    err = sock.connect_ex(address)
+    try:
+        err = sock.connect_ex(address)
+    except OSError as exc:  # a host name that does not resolve (gaierror): the connect failed
+        sock.close()
+        return None, exc.errno or errno.EIO
     if err in IN_PROGRESS:
         # A near peer (loopback, LAN) completes the handshake within connect(2): asking once
         # more says 0 or EISCONN (connected) or the error (failed) without a trip through the

@@ -311,6 +311,19 @@ def test_connect_refused_gives_an_a_p_abort_indication() -> None:
     dul.kill()
 
 
+def test_a_host_that_does_not_resolve_is_a_failed_connect_not_a_loop_failure() -> None:
+    # A TRANSPORT CONNECT that cannot start (name resolution fails) is Evt17 in Sta4 → AA-4,
+    # an A-P-ABORT indication; nothing is raised on the next call (ARCHITECTURE §4).
+    dul = DULServiceProvider(address=("no-such-host.invalid", 104))
+    dul.start()
+    dul.send(rq())
+    indication = dul.receive(WAIT)
+    assert isinstance(indication, AAbortPDU) and indication.source == 2
+    assert dul.state is State.Sta1
+    assert dul.stop()
+    dul.kill()
+
+
 def test_outgoing_p_data_is_split_to_the_peer_maximum(
     tcp_pair: tuple[socket.socket, socket.socket],
 ) -> None:
