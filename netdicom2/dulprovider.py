@@ -294,7 +294,14 @@ class DULServiceProvider(threading.Thread):
 
     def _fail(self, exc: BaseException) -> None:
         """A bug in the loop (ARCHITECTURE §4): log it, A-P-ABORT, re-raise on the next call."""
-        log.exception("DUL event loop failed in %s", self.connection.state.value)
+        if isinstance(exc, Exception):
+            log.exception("DUL event loop failed in %s", self.connection.state.value)
+        else:  # Ctrl-C or SystemExit in the pumping thread: no bug, no traceback
+            log.info(
+                "DUL event loop stopped by %s in %s",
+                type(exc).__name__,
+                self.connection.state.value,
+            )
         self._error = exc
         if self.connection.state is not State.Sta1:
             self._incoming.put(AAbortPDU(source=2, reason_diag=0))
