@@ -134,7 +134,7 @@ def probe_acceptor(
             return {"error": f"unexpected answer {answer!r}"}
         wire.send(_ReleaseRq().encode())
         with contextlib.suppress(PeerError, NetDicomError):
-            _next_pdu(wire, 5.0)
+            _next_pdu(wire, 1.0)  # an unanswered release is Sta6-Evt12's to judge, not ours
         return _identity(answer)
     except (PeerError, NetDicomError) as exc:
         return {"error": str(exc)}
