@@ -401,7 +401,9 @@ class WireSteps(Driver):
             return f"silent for {step.duration} s"
         if isinstance(event, Frame):
             raise StepFailed(f"got {frame_text(event.data)} where nothing was expected")
-        raise StepFailed(f"the IUT closed the transport ({event.how.upper()}) where nothing was expected")
+        raise StepFailed(
+            f"the IUT closed the transport ({event.how.upper()}) where nothing was expected"
+        )
 
     def _reply(self, step: Reply) -> str:
         """Answer the last A-ASSOCIATE-RQ with an AC, or the last C-ECHO-RQ with its RSP."""
