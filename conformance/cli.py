@@ -15,13 +15,14 @@ import shlex
 import shutil
 import socket
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from conformance.matrix import CellResult, Report, Target, run_matrix
 from conformance.recipes import Params
 from conformance.report import print_report, to_junit, to_markdown, write_json
 from conformance.table import EVENTS, STATES
 from netdicom2.cli import (
+    EXIT_USAGE,
     JobError,
     UsageError,
     ae_title,
@@ -195,6 +196,13 @@ def add_subcommand(subparsers: Any) -> None:
         help="print the reproducing script of each failed cell",
     )
     p.set_defaults(handler=main)
+    p.error = _one_line_error
+
+
+def _one_line_error(message: str) -> NoReturn:
+    """A bad value on the command line: one line on stderr, exit 2 (no usage block)."""
+    print(f"netdicom2 conformance: {message} (see --help)", file=sys.stderr)
+    raise SystemExit(EXIT_USAGE)
 
 
 def _write_reports(report: Report, args: argparse.Namespace) -> None:
