@@ -93,11 +93,9 @@ _LISTEN_NA = {
     "Sta12": "an association-acceptor state (release collision)",
 }
 _ACCEPTOR_NA = {
-    "Sta3": "transient: the peer's user answers the A-ASSOCIATE indication at once",
     "Sta4": "an association-requestor state: test the peer as requestor with --listen",
     "Sta5": "an association-requestor state: test the peer as requestor with --listen",
     "Sta7": "needs the acceptor's user to request a release; a black-box acceptor never does",
-    "Sta8": "transient: the peer's user answers the A-RELEASE indication at once",
     "Sta9": "an association-requestor state: test the peer as requestor with --listen",
     "Sta10": "needs the acceptor's user to request a release; a black-box acceptor never does",
     "Sta11": "an association-requestor state: test the peer as requestor with --listen",
@@ -196,7 +194,10 @@ def _requestor_recipes(state: str, window: float) -> list[Recipe]:
             out.append(_recipe(name, *pairs, *steps, (ExpectSilence(window), cell)))
         return out
     if state in ("Sta6", "Sta7", "Sta11"):
-        pairs += [(Reply("A-ASSOCIATE-AC"), "Sta5-Evt3"), (Expect((Pdu("P-DATA-TF"),)), "")]
+        pairs += [
+            (Reply("A-ASSOCIATE-AC"), "Sta5-Evt3"),
+            (Expect((Pdu("P-DATA-TF"),)), "Sta5-Evt3"),
+        ]
     if state in ("Sta7", "Sta11"):
         pairs += [
             (Reply("C-ECHO-RSP"), "Sta6-Evt10"),
@@ -204,7 +205,10 @@ def _requestor_recipes(state: str, window: float) -> list[Recipe]:
         ]
     if state == "Sta11":
         # Release collision on the requestor's side: Sta7 → AR-8 → Sta9 → its user → Sta11.
-        pairs += [(Send(AReleaseRqPDU()), "Sta7-Evt12"), (Expect((Pdu("A-RELEASE-RP"),)), "")]
+        pairs += [
+            (Send(AReleaseRqPDU()), "Sta7-Evt12"),
+            (Expect((Pdu("A-RELEASE-RP"),)), "Sta7-Evt12"),
+        ]
     return [_recipe("associate", *pairs)]
 
 
@@ -228,11 +232,11 @@ def _main_expect(c: CellSpec, params: Params, listen: bool, window: float) -> li
     if e == "Evt18":
         timer = params.artim if s == "Sta2" else params.sta13
         assert timer is not None
-        return [
-            ExpectClosed(
-                within=params.ceiling(timer), not_before=timer * 0.8, expected=timer, how="any"
-            )
-        ]
+        # Sta2's ARTIM is always awaited; Sta13's close at most --max-wait (DCMTK: 180 s).
+        within = params.ceiling(timer)
+        if s == "Sta2":
+            within = max(within, timer * 1.25 + 2.0)
+        return [ExpectClosed(within=within, not_before=timer * 0.8, expected=timer, how="any")]
     if spec.name == "AR-3":  # the release is complete: an orderly close (Table 9-8)
         return [ExpectClosed(how="fin")]
     if spec.transport in ("close", "gone"):
@@ -240,10 +244,12 @@ def _main_expect(c: CellSpec, params: Params, listen: bool, window: float) -> li
     if spec.name == "AE-6":
         return [Expect(_ae6_accept_rules())]
     if spec.name == "AR-2":
-        # The peer's user must answer the release (AR-4): A-RELEASE-RP, ARTIM, Sta13.
+        # The peer's user must answer the release indication (Sta8): A-RELEASE-RP (AR-4) or
+        # an abort (AA-1), both entering Sta13; data (AR-7) may come first. Silence fails.
+        answers = tuple(r for r in _reactions(next_state) if r.name != "P-DATA-TF")
         return [
-            Expect((Pdu("A-RELEASE-RP"),), skip=("P-DATA-TF",), within=3.0),
-            _sta13(params, "A-RELEASE-RP", window),
+            Expect(answers, skip=("P-DATA-TF",), within=3.0),
+            _sta13(params, "answer to the release", window),
         ]
     if spec.indicates is not None:
         return [Expect(_reactions(next_state), within=window, or_silence=True)]
@@ -334,7 +340,7 @@ def _cases(c: CellSpec, params: Params, listen: bool, window: float) -> list[Cas
 def _fragmented_echo(params: Params, window: float) -> Case:
     """Many P-DATA-TF back to back in one segment: a command in 8 fragments (PS3.8 Annex E)."""
     command = encode_command(c_echo_rq(1))
-    size = -(-len(command) // 8)
+    size = -(-len(command) // 16) * 2  # PS3.8 Annex E: every fragment has an even length
     parts = [command[i : i + size] for i in range(0, len(command), size)]
     data = b"".join(
         PDataTfPDU(
@@ -347,6 +353,59 @@ def _fragmented_echo(params: Params, window: float) -> Case:
         (Send(data),),
         (Expect((Pdu("P-DATA-TF"),), within=3.0),),
     )
+
+
+# Sta3 and Sta8 last only until the peer's user answers: the event is sent in the same TCP
+# segment as the PDU that enters the state, so a peer that reads it before answering gets it
+# there; a peer that answers first has left the state (the cell is then inconclusive).
+_BACK_TO_BACK = {
+    "Sta3": ("A-ASSOCIATE-RQ", ("A-ASSOCIATE-AC", "A-ASSOCIATE-RJ")),
+    "Sta8": ("A-RELEASE-RQ", ("A-RELEASE-RP",)),
+}
+
+
+def _back_to_back(c: CellSpec, params: Params, window: float) -> list[Script] | Skip:
+    """Sta3/Sta8 of an acceptor: the entering PDU and the event in one segment (AA-8 only)."""
+    spec = c.spec
+    assert spec is not None
+    entering, answers = _BACK_TO_BACK[c.state]
+    if spec.name != "AA-8":
+        return Skip("na", f"transient: {c.event} cannot be put behind the {entering} in Sta3/8")
+    event = _inject(c.event, c.state, params)
+    assert isinstance(event, Send)
+    first = association_rq(params) if c.state == "Sta3" else AReleaseRqPDU()
+    data = first.encode() + (event.data if isinstance(event.data, bytes) else event.data.encode())
+    left = (
+        f"the peer's user answered the {entering} before reading the event: "
+        f"{c.state} was left before the event was delivered"
+    )
+    expect = (
+        Expect(
+            (*(Pdu(a, undecided=left) for a in answers), *_send_rules(spec)),
+            skip=("P-DATA-TF",),
+        ),
+        _sta13(params, "A-ABORT", window),
+    )
+    setup: list[tuple[Step, str]] = [(Connect(), "Sta1-Evt5")]
+    if c.state == "Sta8":
+        setup += [
+            (Send(association_rq(params)), "Sta2-Evt6"),
+            (Expect((Pdu("A-ASSOCIATE-AC"),)), "Sta2-Evt6"),
+        ]
+    recipe = _recipe(f"{entering} and the event in one segment", *setup)
+    artim = params.artim if params.artim is not None else params.long_artim
+    return [
+        Script(
+            c.name,
+            "acceptor",
+            artim,
+            recipe.steps,
+            (Send(data),),
+            expect,
+            recipe=recipe.name,
+            reaches=recipe.reaches,
+        )
+    ]
 
 
 def remote_plans(c: CellSpec, params: Params, *, listen: bool) -> list[Script] | Skip:
@@ -366,6 +425,9 @@ def remote_plans(c: CellSpec, params: Params, *, listen: bool) -> list[Script] |
     na = (_LISTEN_NA if listen else _ACCEPTOR_NA).get(s)
     if na is not None:
         return Skip("na", na)
+    if s in _BACK_TO_BACK and not listen:
+        artim = params.artim if params.artim is not None else params.long_artim
+        return _back_to_back(c, params, min(params.window, artim / 4))
     artim = params.artim if params.artim is not None else params.long_artim
     window = min(params.window, artim / 4)
     own = _requestor_recipes(s, window) if listen else _acceptor_recipes(s, params, window)

@@ -95,9 +95,10 @@ class Params:
         return self.sta13_timer if self.sta13_timer is not None else self.artim
 
     def ceiling(self, timer: float | None) -> float:
-        """How long a close is awaited: ``max_wait``, never less than a timer's bound."""
-        bound = 0.0 if timer is None else timer * 1.25 + 2.0
-        return max(self.max_wait if self.max_wait is not None else 10.0, bound)
+        """How long a close is awaited: ``max_wait``; by default 10 s or a timer's bound."""
+        if self.max_wait is not None:
+            return self.max_wait
+        return max(10.0, 0.0 if timer is None else timer * 1.25 + 2.0)
 
 
 @dataclass(frozen=True)

@@ -40,11 +40,13 @@ TIMEOUT = 2  # seconds: the peers' ACSE/DIMSE/socket timeouts, where configurabl
 
 @dataclass(frozen=True)
 class Peer:
-    """How to start a peer, its ARTIM, and how many cells may run at once against it."""
+    """How to start a peer, its timers, and how many cells may run at once against it."""
 
     report: str  # file name under reports/, with the peer's version
     start: Callable[[Path], contextlib.AbstractContextManager[NetnsServer | None]]
-    artim: float
+    artim: float  # its ARTIM in Sta2 (wait for the A-ASSOCIATE-RQ)
+    sta13: float | None = None  # its timer in Sta13 as the wire shows it (None: = artim)
+    max_wait: float = 5.0  # the longest wait for a close in Sta13, to keep CI short
     jobs: int = 1
     requestor: tuple[str, ...] | None = None  # argv of a requestor (listen mode)
 
@@ -96,7 +98,7 @@ PEERS = {
 
 def _run(name: str, peer: Peer, tmp: Path) -> Report:
     """Start the peer and run the whole matrix against it."""
-    params = Params(artim=peer.artim)
+    params = Params(artim=peer.artim, sta13_timer=peer.sta13, max_wait=peer.max_wait)
     with peer.start(tmp) as server:
         if peer.requestor is not None:
             target = Target(

@@ -60,11 +60,19 @@ def test_every_deviation_has_a_test() -> None:
     assert set(EXPECTED) == set(DEVIATIONS)
 
 
+def _left_transient_state(report: Report) -> None:
+    """Its only inconclusive cells: Sta3/Sta8, left (its user answered) before the event."""
+    for r in report.results:
+        if r.verdict == "inconclusive":
+            assert r.state in ("Sta3", "Sta8") and "was left before the event" in r.reason
+
+
 @pytest.mark.timeout(60)
-def test_a_conforming_acceptor_gets_no_fail_and_no_inconclusive() -> None:
+def test_a_conforming_acceptor_gets_no_fail() -> None:
     with PlantedAcceptor() as peer:
         report = _matrix(peer.address)
-    assert _verdicts(report, "fail") == set() and _verdicts(report, "inconclusive") == set()
+    assert _verdicts(report, "fail") == set()
+    _left_transient_state(report)
     assert report.counts()["pass"] == 30, [r.reason for r in report.results if r.reason]
     rj = next(r for r in report.results if r.cell == "Sta2-Evt6")
     assert "4 cases passed" in rj.reason  # minimal, version 0002H, version 0003H, 128 contexts
@@ -119,7 +127,9 @@ def test_our_scp_conforms_and_a_local_limit_lowers_the_jobs() -> None:
     # retries with backoff and runs fewer cells at once; nothing is blamed on the peer.
     cells = {"Sta2-Evt6", "Sta6-Evt10", "Sta6-Evt12", "Sta6-Evt19", "Sta13-Evt3", "Sta13-Evt17"}
     with StorageSCP("127.0.0.1", 0, artim_timeout=0.5, max_associations=1) as scp:
-        report = _matrix(scp.address, cells, jobs=4)
-    assert _verdicts(report, "pass") == cells, [r.reason for r in report.results]
+        report = _matrix(scp.address, cells | {"Sta3-Evt19", "Sta8-Evt10"}, jobs=4)
+    assert _verdicts(report, "pass") >= cells, [r.reason for r in report.results]
+    assert _verdicts(report, "fail") == set()
+    _left_transient_state(report)
     jobs = report.header["jobs"]
     assert jobs["at most"] < 4 and "local-limit-exceeded" in jobs["note"]
