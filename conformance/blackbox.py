@@ -289,9 +289,14 @@ def _modality_rq(params: Params) -> Send:
 def _cases(c: CellSpec, params: Params, listen: bool, window: float) -> list[Case]:
     """The main case of the cell and its further PS3.8 shapes."""
     s, e = c.state, c.event
+    inject = _inject(e, s, params, listen=listen)
+    if e == "Evt6" and s != "Sta2":
+        # Whole, not in segments: a peer that aborts on the PDU type would otherwise close
+        # while the rest is in flight, and its close would race between FIN and RST.
+        inject = Send(association_rq(params))
     main = Case(
         "main",
-        (_inject(e, s, params, listen=listen),),
+        (inject,),
         tuple(_main_expect(c, params, listen, window)),
     )
     cases = [main]

@@ -72,7 +72,7 @@ class RemoteDriver(WireSteps):
         self.connector = connector
         self.listener = listener
         self.spawner = spawner
-        self.aftermath_window = min(script.artim + 1.0, 6.0)
+        self.aftermath_window = min(script.artim + 1.0, 3.0)
 
     def step(self, step: Step) -> str:
         """Perform one wire step."""

@@ -78,6 +78,7 @@ class Driver(ABC):
     def __init__(self) -> None:
         """No observations yet."""
         self.measured: dict[str, float] = {}
+        self.aftermath_window = 0.0  # how long ``aftermath`` watches the wire
         self.phase = "setup"
         self.transient: tuple[int, int, int] | None = None
 
@@ -118,6 +119,8 @@ def execute(script: Script, driver: Driver) -> Run:
                     run.delivered = not isinstance(exc, Inconclusive) and phase != "setup"
                     run.step_text = describe(step)
                     run.log.append(f"{index:2d} {describe(step)}: FAILED: {exc}")
+                    if isinstance(exc, Inconclusive):  # what follows is not judged: glance
+                        driver.aftermath_window = min(driver.aftermath_window, 0.5)
                     after = driver.aftermath()
                     if after:
                         run.log.append(f"   afterwards: {after}")

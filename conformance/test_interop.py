@@ -49,6 +49,9 @@ class Peer:
     max_wait: float = 5.0  # the longest wait for a close in Sta13, to keep CI short
     jobs: int = 1
     requestor: tuple[str, ...] | None = None  # argv of a requestor (listen mode)
+    # Cells whose verdict this peer changes from run to run (its own threads race): their
+    # verdict is reported but not compared.
+    varies: frozenset[str] = frozenset()
 
 
 def _storescp(tmp: Path) -> contextlib.AbstractContextManager[NetnsServer | None]:
@@ -75,10 +78,21 @@ def _nothing(tmp: Path) -> Iterator[NetnsServer | None]:
     yield None
 
 
+# DCMTK (storescp, Orthanc) closes Sta2 after its ACSE timeout but holds Sta13 after its
+# A-RELEASE-RP for 180 s (measured: FIN at 180.1 s): that close is not awaited here (max_wait),
+# so Sta13-Evt18 is inconclusive and the holds are checked for max_wait seconds only.
 PEERS = {
-    "dcmtk-storescp": Peer("dcmtk-3.6.7-storescp", _storescp, TIMEOUT),
-    "pynetdicom-scp": Peer("pynetdicom-3.0.4-scp", _pynetdicom, TIMEOUT, jobs=4),
-    "orthanc": Peer("orthanc-1.10.1", _orthanc, 30),  # one association at a time
+    "dcmtk-storescp": Peer("dcmtk-3.6.7-storescp", _storescp, TIMEOUT, sta13=180, max_wait=3),
+    # pynetdicom, given an A-RELEASE-RQ and an unknown PDU in one segment, aborts and then
+    # either closes at once or never (about 1 run in 3 closes).
+    "pynetdicom-scp": Peer(
+        "pynetdicom-3.0.4-scp",
+        _pynetdicom,
+        TIMEOUT,
+        jobs=4,
+        varies=frozenset({"Sta8-Evt19-AA-8"}),
+    ),
+    "orthanc": Peer("orthanc-1.10.1", _orthanc, 30, sta13=180, max_wait=3),  # one at a time
     "dcmtk-echoscu": Peer(
         "dcmtk-3.6.7-echoscu",
         _nothing,
@@ -134,6 +148,6 @@ def test_peer_matrix_matches_the_committed_report(
     changed = {
         r.test_id: f"{expected.get(r.test_id)} -> {r.verdict}: {r.reason}"
         for r in report.results
-        if expected.get(r.test_id) != r.verdict
+        if expected.get(r.test_id) != r.verdict and r.test_id not in peer.varies
     }
     assert not changed, json.dumps(changed, indent=1)
