@@ -332,6 +332,8 @@ def _cases(c: CellSpec, params: Params, listen: bool, window: float) -> list[Cas
             ("P-DATA-TF with a PDV item shorter than 2 bytes", _PDV_TOO_SHORT),
             ("P-DATA-TF with a PDV item running past the PDU's end", _PDV_PAST_END),
         ]
+        if s != "Sta2":  # in Sta2 a provider may answer a bad RQ with AE-6's RJ instead
+            shapes.append(("A-ASSOCIATE-RQ with an item length past its end", _bad_item_rq(params)))
         cases += [Case(name, (Send(data),), tuple(expect)) for name, data in shapes]
         if s == "Sta2" and not listen:
             # The same PDU before the peer's reader is known to wait (at once after connect).
@@ -340,6 +342,15 @@ def _cases(c: CellSpec, params: Params, listen: bool, window: float) -> list[Cas
     if e == "Evt10" and s == "Sta6" and not listen:
         cases.append(_fragmented_echo(params, window))
     return cases
+
+
+def _bad_item_rq(params: Params) -> bytes:
+    """Our RQ with its Application Context item's length running past the PDU (§9.3.2)."""
+    data = bytearray(association_rq(params).encode())
+    # PS3.8 Table 9-11: variable items start at byte 75 (offset 74); the item-length is at +2.
+    assert data[74] == 0x10
+    data[76:78] = (0xFFF0).to_bytes(2, "big")
+    return bytes(data)
 
 
 def _fragmented_echo(params: Params, window: float) -> Case:

@@ -302,7 +302,7 @@ def _run_case(
 
 def _where(run: Run) -> str:
     """ "step 3 Expect(...): what happened; afterwards: …"."""
-    text = f"step {run.index} {run.step_text}: {run.message}"
+    text = f"step {run.index} ({run.step_text}): {run.message}"
     after = [line.split("afterwards: ", 1)[1] for line in run.log if "afterwards: " in line]
     return text + (f"; then the peer: {after[-1]}" if after else "")
 

@@ -117,7 +117,7 @@ def execute(script: Script, driver: Driver) -> Run:
                 except (StepFailed, PeerError, Inconclusive) as exc:
                     run.ok, run.phase, run.index, run.message = False, phase, index, str(exc)
                     run.delivered = not isinstance(exc, Inconclusive) and phase != "setup"
-                    run.step_text = describe(step)
+                    run.step_text = brief(step)
                     run.log.append(f"{index:2d} {describe(step)}: FAILED: {exc}")
                     if isinstance(exc, Inconclusive):  # what follows is not judged: glance
                         driver.aftermath_window = min(driver.aftermath_window, 0.5)
@@ -132,6 +132,24 @@ def execute(script: Script, driver: Driver) -> Run:
         run.measured.update(driver.measured)
         run.transient = driver.transient
         driver.close()
+
+
+def brief(step: Step) -> str:
+    """A step in a few words, for a verdict's reason ("expect A-ASSOCIATE-AC", "hold 0.3 s")."""
+    if isinstance(step, Send):
+        data = step.data if isinstance(step.data, bytes) else step.data.encode()
+        return f"send {frame_text(data)}"
+    if isinstance(step, Expect):
+        return f"expect {rules_text(step.any_of)}"
+    if isinstance(step, ExpectSilence):
+        return f"hold {step.duration:g} s"
+    if isinstance(step, ExpectClosed):
+        return "expect the close"
+    if isinstance(step, ExpectSta13):
+        return f"hold Sta13 after the {step.after}"
+    if isinstance(step, Reply):
+        return f"answer with {step.kind}"
+    return type(step).__name__
 
 
 def frame_text(data: bytes) -> str:
