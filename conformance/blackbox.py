@@ -183,14 +183,15 @@ def _requestor_recipes(state: str, window: float) -> list[Recipe]:
         (Expect((Pdu("A-ASSOCIATE-RQ"),)), ""),
     ]
     if state == "Sta13":
-        # AA-8 in Sta5, three ways: the peer aborts (source 2), starts ARTIM, Sta13.
+        # AA-8 in Sta5, three ways: the peer aborts, starts ARTIM, Sta13 (the abort's source
+        # is the cell's own to judge, not the recipe's).
         out = []
         for name, pdu, cell in (
             ("A-RELEASE-RQ in Sta5", AReleaseRqPDU().encode(), "Sta5-Evt12"),
             ("P-DATA-TF in Sta5", ECHO.encode(), "Sta5-Evt10"),
             ("unrecognized PDU in Sta5", UNRECOGNIZED_PDU, "Sta5-Evt19"),
         ):
-            steps: list[tuple[Step, str]] = [(Send(pdu), cell), (Expect(_abort_rules((2,))), cell)]
+            steps: list[tuple[Step, str]] = [(Send(pdu), cell), (Expect(_abort_rules(None)), cell)]
             out.append(_recipe(name, *pairs, *steps, (ExpectSilence(window), cell)))
         return out
     if state in ("Sta6", "Sta7", "Sta11"):
