@@ -27,6 +27,7 @@ from tests.peers import (
     NetnsServer,
     dcmtk_storescp,
     free_port,
+    netns_server,
     orthanc,
     pynetdicom_scp,
     require,
@@ -52,6 +53,7 @@ class Peer:
     # Cells whose verdict this peer changes from run to run (its own threads race): their
     # verdict is reported but not compared.
     varies: frozenset[str] = frozenset()
+    called_ae: str = "ANY-SCP"  # the title our A-ASSOCIATE-RQ calls
 
 
 def _storescp(tmp: Path) -> contextlib.AbstractContextManager[NetnsServer | None]:
@@ -71,6 +73,33 @@ def _orthanc(tmp: Path) -> contextlib.AbstractContextManager[NetnsServer | None]
     return orthanc(tmp, extra_config={"DicomScpTimeout": TIMEOUT})
 
 
+DCMQRSCP_CONFIG = """NetworkTCPPort = 11114
+MaxPDUSize = 16384
+MaxAssociations = 16
+HostTable BEGIN
+HostTable END
+VendorTable BEGIN
+VendorTable END
+AETable BEGIN
+DCMQRSCP {storage} RW (20, 64mb) ANY
+AETable END
+"""
+
+
+@contextlib.contextmanager
+def _dcmqrscp(tmp: Path) -> Iterator[NetnsServer | None]:
+    """DCMTK dcmqrscp (forks per association) with a minimal configuration, in a namespace."""
+    binary = require("dcmqrscp")
+    storage = tmp / "dcmqrscp-db"
+    storage.mkdir()
+    config = tmp / "dcmqrscp.cfg"
+    config.write_text(DCMQRSCP_CONFIG.format(storage=storage))
+    t = str(TIMEOUT)
+    argv = [binary, "-c", str(config), "--acse-timeout", t, "--dimse-timeout", t, "11114"]
+    with netns_server(argv, 11114, tmp / "dcmqrscp.log") as server:
+        yield server
+
+
 @contextlib.contextmanager
 def _nothing(tmp: Path) -> Iterator[NetnsServer | None]:
     """Listen mode: the requestor is spawned per cell; there is no server to start."""
@@ -85,6 +114,15 @@ PEERS = {
     "dcmtk-storescp": Peer("dcmtk-3.6.7-storescp", _storescp, TIMEOUT, sta13=180, max_wait=3),
     # pynetdicom, given an A-RELEASE-RQ and an unknown PDU in one segment, aborts and then
     # either closes at once or never (about 1 run in 3 closes).
+    "dcmtk-dcmqrscp": Peer(
+        "dcmtk-3.6.7-dcmqrscp",
+        _dcmqrscp,
+        TIMEOUT,
+        sta13=180,
+        max_wait=3,
+        jobs=4,  # it forks a process per association
+        called_ae="DCMQRSCP",
+    ),
     "pynetdicom-scp": Peer(
         "pynetdicom-3.0.4-scp",
         _pynetdicom,
@@ -112,7 +150,9 @@ PEERS = {
 
 def _run(name: str, peer: Peer, tmp: Path) -> Report:
     """Start the peer and run the whole matrix against it."""
-    params = Params(artim=peer.artim, sta13_timer=peer.sta13, max_wait=peer.max_wait)
+    params = Params(
+        called_ae=peer.called_ae, artim=peer.artim, sta13_timer=peer.sta13, max_wait=peer.max_wait
+    )
     with peer.start(tmp) as server:
         if peer.requestor is not None:
             target = Target(
