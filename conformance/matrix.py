@@ -27,7 +27,13 @@ from conformance.local import LocalDriver
 from conformance.peer import Address, Connector, Listener
 from conformance.provider import ProviderDriver
 from conformance.recipes import Params, Skip, association_rq, plans
-from conformance.remote import RemoteDriver, Spawner, probe_acceptor, probe_requestor
+from conformance.remote import (
+    RemoteDriver,
+    Spawner,
+    probe_acceptor,
+    probe_idle,
+    probe_requestor,
+)
 from conformance.runner import Driver, Run, execute
 from conformance.script import Script, render
 from conformance.table import ACTIONS, CellSpec, cells
@@ -428,6 +434,9 @@ def run_matrix(
         elif target.kind == "remote" and target.address is not None:
             rq = association_rq(target.params)
             header["peer"] = probe_acceptor(target.address, target.connector, rq)
+            if not only:  # the whole matrix: also what an idle association leads to
+                wait = target.params.ceiling(None)
+                header["idle"] = probe_idle(target.address, target.connector, rq, wait)
         start = time.monotonic()
         if pool is not None:
             for future in [pool.submit(one, spec) for spec in selected]:

@@ -204,7 +204,7 @@ def to_markdown(report: Report) -> str:
     h = report.header
     lines = [f"# Conformance matrix: {h.get('target')}", ""]
     keys = ("target", "kind", "date", "netdicom2_version", "python", "artim", "sta13_timer")
-    for key in (*keys, "max_wait", "jobs", "seconds", "partial"):
+    for key in (*keys, "max_wait", "jobs", "idle", "seconds", "partial"):
         if key in h:
             lines.append(f"- **{key}**: {h[key]}")
     peer = h.get("peer")

@@ -176,6 +176,7 @@ def _header_pairs(header: Mapping[str, Any]) -> list[tuple[str, object]]:
         ("Sta13 timer", header.get("sta13_timer")),
         ("longest wait", header.get("max_wait")),
         ("jobs", header.get("jobs")),
+        ("idle association", header.get("idle")),
         ("PARTIAL", header.get("partial")),
         ("standard", header.get("standard")),
         ("netdicom2", header.get("netdicom2_version")),

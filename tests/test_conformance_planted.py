@@ -15,7 +15,8 @@ import pytest
 
 from conformance.matrix import Report, Target, run_matrix
 from conformance.planted import DEVIATIONS, PlantedAcceptor
-from conformance.recipes import Params
+from conformance.recipes import Params, association_rq
+from conformance.remote import probe_idle
 from netdicom2.app_scp import StorageSCP
 
 PARAMS = Params(artim=0.5, max_wait=3.0)
@@ -74,6 +75,7 @@ def test_a_conforming_acceptor_gets_no_fail() -> None:
     assert _verdicts(report, "fail") == set()
     _left_transient_state(report)
     assert report.counts()["pass"] == 30, [r.reason for r in report.results if r.reason]
+    assert report.header["idle"] == "idle association: nothing within 3 s"
     rj = next(r for r in report.results if r.cell == "Sta2-Evt6")
     assert "4 cases passed" in rj.reason  # minimal, version 0002H, version 0003H, 128 contexts
 
@@ -133,3 +135,15 @@ def test_our_scp_conforms_and_a_local_limit_lowers_the_jobs() -> None:
     _left_transient_state(report)
     jobs = report.header["jobs"]
     assert jobs["at most"] < 4 and "local-limit-exceeded" in jobs["note"]
+
+
+def test_an_idle_association_is_recorded_not_judged() -> None:
+    # Not prescribed by PS3.8 (a local timer): recorded in the header, never a verdict.
+    rq = association_rq(PARAMS)
+    with StorageSCP("127.0.0.1", 0, idle_timeout=0.3) as scp:
+        text = probe_idle(scp.address, None, rq, 2.0)
+    assert text.startswith("idle association: A-ABORT(source=0") and "closed (FIN)" in text
+    with PlantedAcceptor() as peer:
+        assert probe_idle(peer.address, None, rq, 0.2) == "idle association: nothing within 0.2 s"
+        only = _matrix(peer.address, {"Sta1-Evt5"})
+    assert "idle" not in only.header  # --cell runs skip it
