@@ -21,6 +21,9 @@ from conformance.planted import PlantedAcceptor
 from netdicom2.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
+# What the `netdicom2` console script runs (not `python -m netdicom2.cli`, under which the
+# module's exception classes are a second copy of the ones the subcommands raise).
+CONSOLE_SCRIPT = "import sys; from netdicom2.cli import main; sys.exit(main())"
 
 
 def _closed_port() -> int:
@@ -104,7 +107,7 @@ def test_listen_defaults_to_loopback() -> None:
 def _start(argv: list[str]) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
-        [sys.executable, "-m", "netdicom2.cli", "conformance", *argv],
+        [sys.executable, "-c", CONSOLE_SCRIPT, "conformance", *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
