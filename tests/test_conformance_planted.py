@@ -147,3 +147,14 @@ def test_an_idle_association_is_recorded_not_judged() -> None:
         assert probe_idle(peer.address, None, rq, 0.2) == "idle association: nothing within 0.2 s"
         only = _matrix(peer.address, {"Sta1-Evt5"})
     assert "idle" not in only.header  # --cell runs skip it
+
+
+@pytest.mark.timeout(30)
+def test_a_late_close_says_when_it_came_and_what_was_expected() -> None:
+    # The peer's Sta13 timer is 3 s where 0.2 s was announced: a late close, not "never".
+    params = Params(artim=0.5, sta13_timer=0.2, max_wait=5.0)
+    with PlantedAcceptor(sta13=3.0) as peer:
+        target = Target("late", "remote", params, address=peer.address)
+        (result,) = run_matrix(target, only=["Sta6-Evt12"]).results
+    assert result.verdict == "fail"
+    assert "closes after 3.0 s (expected about 0.2 s)" in result.reason, result.reason
