@@ -183,6 +183,13 @@ class Wire:
             if not self._poll(deadline):
                 return None
 
+    def peek(self) -> Closed | None:
+        """Read what has already arrived (without waiting); the IUT's close if it came."""
+        for _ in range(64):  # bounded: at most 64 reads of what is queued now
+            if not self._poll(time.monotonic()):
+                break
+        return self.closed
+
     def _take_frame(self) -> Frame | None:
         """A whole PDU from the buffer, if there is one (framing by PDU-length, §9.3.1)."""
         if len(self._buffer) < 6:

@@ -62,7 +62,7 @@ from netdicom2.pdu import (
     PDataTfPDU,
 )
 
-__all__ = ["Kind", "Params", "Skip", "association_rq", "plan"]
+__all__ = ["Kind", "Params", "Skip", "association_rq", "plan", "plans"]
 
 Kind = Literal["white", "remote", "remote-requestor"]
 
@@ -86,6 +86,19 @@ class Params:
     long_artim: float = 10.0  # local/provider: ARTIM for every other cell (never expires)
     window: float = 0.3  # black box: how long "nothing happens" is watched
     user_window: float = 0.05  # provider: how long "no indication" is watched
+    sta13_timer: float | None = None  # remote: its timer in Sta13 (default: ``artim``)
+    max_wait: float | None = None  # remote: the longest wait for a close (default 10 s)
+
+    @property
+    def sta13(self) -> float | None:
+        """The peer's timer in Sta13 (PS3.8 §9.1.5), when known."""
+        return self.sta13_timer if self.sta13_timer is not None else self.artim
+
+    def ceiling(self, timer: float | None) -> float:
+        """How long a close is awaited: ``max_wait``; by default 10 s or a timer's bound."""
+        if self.max_wait is not None:
+            return self.max_wait
+        return max(10.0, 0.0 if timer is None else timer * 1.25 + 2.0)
 
 
 @dataclass(frozen=True)
@@ -326,112 +339,23 @@ def _reactions(state: str) -> tuple[Pdu, ...]:
     return tuple(dict.fromkeys(rules))
 
 
-_REMOTE_SETUP_NA = {
-    "Sta3": "transient: the peer's user answers the A-ASSOCIATE indication at once",
-    "Sta4": "an association-requestor state: test the peer as requestor with --listen",
-    "Sta5": "an association-requestor state: test the peer as requestor with --listen",
-    "Sta7": "needs the acceptor's user to request a release; a black-box acceptor never does",
-    "Sta8": "transient: the peer's user answers the A-RELEASE indication at once",
-    "Sta9": "an association-requestor state: test the peer as requestor with --listen",
-    "Sta10": "needs the acceptor's user to request a release; a black-box acceptor never does",
-    "Sta11": "an association-requestor state: test the peer as requestor with --listen",
-    "Sta12": "needs the acceptor's user to request a release; a black-box acceptor never does",
-}
-_LISTEN_SETUP_NA = {
-    "Sta1": "the requestor's idle state: Evt1 is its user's and Evt5 an acceptor's event",
-    "Sta2": "an association-acceptor state: test the peer as acceptor with --target HOST:PORT",
-    "Sta3": "an association-acceptor state: test the peer as acceptor with --target HOST:PORT",
-    "Sta4": "transient: the peer's TCP connect completes before the harness can act",
-    "Sta8": "transient: the peer's user answers the A-RELEASE indication at once",
-    "Sta9": "transient: the peer's user answers the A-RELEASE indication at once",
-    "Sta10": "an association-acceptor state (release collision)",
-    "Sta12": "an association-acceptor state (release collision)",
-}
-
-
-def _remote_setup(state: str, params: Params, listen: bool, window: float) -> list[Step] | str:
-    """Wire-only steps to ``state`` in a black-box peer, or why it cannot be reached.
-
-    Sta13 ends with a short silence: the peer must stay there (PS3.8 §9.1.4: it waits for our
-    close or its ARTIM) for the event to be injected into Sta13 and not race its own close.
-    """
-    rq = association_rq(params)
-    na = (_LISTEN_SETUP_NA if listen else _REMOTE_SETUP_NA).get(state)
-    if na is not None:
-        return na
-    if not listen:
-        steps: list[Step] = [] if state == "Sta1" else [Connect()]
-        if state in ("Sta6", "Sta13"):
-            steps += [Send(rq), Expect((Pdu("A-ASSOCIATE-AC"),))]
-        if state == "Sta13":
-            # The peer's user answers our release (AR-2, AR-4): RP sent, ARTIM, Sta13.
-            steps += [Send(AReleaseRqPDU()), Expect((Pdu("A-RELEASE-RP"),)), ExpectSilence(window)]
-        return steps
-    steps = [Accept(within=30.0), Expect((Pdu("A-ASSOCIATE-RQ"),))]
-    if state == "Sta13":
-        # Evt12 in Sta5 is AA-8: the peer aborts (source 2), starts ARTIM, Sta13.
-        steps += [Send(AReleaseRqPDU()), Expect(_abort_rules((2,))), ExpectSilence(window)]
-        return steps
-    if state in ("Sta6", "Sta7", "Sta11"):
-        steps += [Reply("A-ASSOCIATE-AC"), Expect((Pdu("P-DATA-TF"),))]
-    if state in ("Sta7", "Sta11"):
-        steps += [Reply("C-ECHO-RSP"), Expect((Pdu("A-RELEASE-RQ"),), skip=("P-DATA-TF",))]
-    if state == "Sta11":
-        # Release collision on the requestor's side: Sta7 → AR-8 → Sta9 → its user → Sta11.
-        steps += [Send(AReleaseRqPDU()), Expect((Pdu("A-RELEASE-RP"),))]
-    return steps
-
-
-def _remote(c: CellSpec, params: Params, listen: bool) -> Script | Skip:
-    """A black-box peer: only the wire is seen (PS3.8 §9.1, Table 9-10)."""
-    s, e = c.state, c.event
-    if c.blank:
-        return Skip("blank", "blank in Table 9-10: the event cannot legally occur in this state")
-    if e in USER_EVENTS:
-        return Skip(
-            "na", f"{e} is a primitive of the peer's local user: not producible from the wire"
-        )
-    if e == "Evt2" or (e == "Evt5" and listen):
-        return Skip("na", f"{e} is the peer's local transport event")
-    if e == "Evt18" and params.artim is None:
-        return Skip("na", "ARTIM expiry: give the peer's ARTIM with --artim S")
-    artim = params.artim if params.artim is not None else params.long_artim
-    window = min(params.window, artim / 4)
-    setup = _remote_setup(s, params, listen, window)
-    if isinstance(setup, str):
-        return Skip("na", setup)
-    spec = c.spec
-    assert spec is not None
-    inject = _inject(e, s, params, listen=listen)
-    expect: list[Step]
-    next_state = _next_state(spec, "requestor" if listen else "acceptor")[0]
-    if spec.sends is not None:
-        expect = [Expect(_send_rules(spec))]
-    elif e == "Evt18":
-        expect = [ExpectClosed(within=artim * 1.25 + 2.0, not_before=artim * 0.8)]
-    elif spec.transport in ("close", "gone"):
-        expect = [ExpectClosed()]
-    elif spec.indicates is not None:
-        # The indication is invisible; the peer's user may answer it (next state's user
-        # events). AE-6 must be answered: an SCP that never answers an RQ cannot be tested.
-        reactions = _reactions(next_state)
-        if spec.name == "AE-6":
-            reactions += (Pdu("A-ASSOCIATE-RJ"),)  # AE-6's own reject branch (source 2/3)
-        expect = [
-            Expect(
-                reactions,
-                within=3.0 if spec.name == "AE-6" else window,
-                or_silence=spec.name != "AE-6",
-            )
-        ]
-    else:
-        expect = [ExpectSilence(window)]
-    role: Role = "requestor" if listen else "acceptor"
-    return Script(c.name, role, artim, tuple(setup), (inject,), tuple(expect))
-
-
 def plan(c: CellSpec, kind: Kind | Literal["local", "provider"], params: Params) -> Script | Skip:
-    """The script of one cell for a target kind, or why it is not run."""
+    """The script of one cell for a target kind (its first recipe), or why it is not run."""
     if kind in ("local", "provider", "white"):
         return _white(c, params, local=kind == "local")
-    return _remote(c, params, listen=kind == "remote-requestor")
+    from conformance.blackbox import remote_plans  # black-box recipes build on these
+
+    planned = remote_plans(c, params, listen=kind == "remote-requestor")
+    return planned if isinstance(planned, Skip) else planned[0]
+
+
+def plans(
+    c: CellSpec, kind: Kind | Literal["local", "provider"], params: Params
+) -> list[Script] | Skip:
+    """Every recipe of one cell, tried in order until one reaches the state; or why not run."""
+    if kind in ("local", "provider", "white"):
+        planned = _white(c, params, local=kind == "local")
+        return planned if isinstance(planned, Skip) else [planned]
+    from conformance.blackbox import remote_plans
+
+    return remote_plans(c, params, listen=kind == "remote-requestor")

@@ -15,13 +15,13 @@ import time
 from collections.abc import Sequence
 
 from conformance.peer import Address, Closed, Connector, Frame, Listener, PeerError, Wire
-from conformance.runner import StepFailed, WireSteps
+from conformance.runner import StepFailed, WireSteps, frame_text
 from conformance.script import Accept, Connect, ElapseArtim, Script, Step
 from netdicom2.exceptions import NetDicomError
 from netdicom2.pdu import AAbortPDU, AAssociateAcPDU, AAssociateRjPDU, AAssociateRqPDU, decode
 from netdicom2.pdu import AReleaseRqPDU as _ReleaseRq
 
-__all__ = ["RemoteDriver", "probe_acceptor", "probe_requestor"]
+__all__ = ["RemoteDriver", "probe_acceptor", "probe_idle", "probe_requestor"]
 
 
 class Spawner:
@@ -72,7 +72,7 @@ class RemoteDriver(WireSteps):
         self.connector = connector
         self.listener = listener
         self.spawner = spawner
-        self.aftermath_window = min(script.artim + 1.0, 6.0)
+        self.aftermath_window = min(script.artim + 1.0, 3.0)
 
     def step(self, step: Step) -> str:
         """Perform one wire step."""
@@ -134,7 +134,7 @@ def probe_acceptor(
             return {"error": f"unexpected answer {answer!r}"}
         wire.send(_ReleaseRq().encode())
         with contextlib.suppress(PeerError, NetDicomError):
-            _next_pdu(wire, 5.0)
+            _next_pdu(wire, 1.0)  # an unanswered release is Sta6-Evt12's to judge, not ours
         return _identity(answer)
     except (PeerError, NetDicomError) as exc:
         return {"error": str(exc)}
@@ -163,3 +163,38 @@ def probe_requestor(listener: Listener, spawner: Spawner | None) -> dict[str, st
         wire.close()
         if spawner is not None:
             spawner.stop()
+
+
+def probe_idle(
+    address: Address, connector: Connector | None, rq: AAssociateRqPDU, wait: float
+) -> str:
+    """Associate and stay silent: what the peer does after its own idle timeout, if any.
+
+    PS3.8 prescribes nothing here (a local timer of the user or provider, §9.1.4 Note 2): the
+    report records whether it aborts then closes, closes bare, or waits.
+    """
+    try:
+        wire = Wire.connect(address, connector)
+    except PeerError as exc:
+        return f"not observed: {exc}"
+    try:
+        wire.send(rq.encode())
+        answer = wire.next_event(time.monotonic() + 5.0)
+        if not isinstance(answer, Frame) or answer.pdu_type != 0x02:
+            return "not observed: the association was not accepted"
+        start = time.monotonic()
+        seen: list[str] = []
+        while len(seen) < 3:
+            event = wire.next_event(start + wait)
+            if event is None:
+                seen.append(f"nothing within {wait:g} s")
+                break
+            if isinstance(event, Closed):
+                seen.append(f"closed ({event.how.upper()}) after {event.at - start:.1f} s")
+                break
+            seen.append(f"{frame_text(event.data)} after {event.at - start:.1f} s")
+        return "idle association: " + "; then ".join(seen)
+    except PeerError as exc:
+        return f"not observed: {exc}"
+    finally:
+        wire.close()

@@ -16,12 +16,26 @@ from typing import IO
 from conformance.matrix import CellResult, Report
 from conformance.table import EVENTS, STATES
 
-__all__ = ["GLYPHS", "grid_text", "print_report", "to_junit", "to_markdown", "write_json"]
+__all__ = [
+    "GLYPHS",
+    "grid_text",
+    "peer_line",
+    "print_report",
+    "to_junit",
+    "to_markdown",
+    "write_json",
+]
 
 # verdict -> (glyph, plain-ASCII glyph, rich style, meaning)
 GLYPHS: dict[str, tuple[str, str, str, str]] = {
     "pass": ("✓", "+", "bold green", "pass: the action of Table 9-10 observed"),
-    "fail": ("✗", "X", "bold red", "fail: see the report for expected and observed"),
+    "fail": ("✗", "X", "bold red", "fail: delivered, and the reaction differs (see the report)"),
+    "inconclusive": (
+        "?",
+        "?",
+        "bold magenta",
+        "inconclusive: the state was not reached or the event not delivered (why: see below)",
+    ),
     "na": ("–", "-", "yellow", "not applicable to this target (reason in the report)"),
     "blank": ("·", ".", "dim", "blank cell: shown blank, or cannot occur by the standard"),
 }
@@ -36,11 +50,26 @@ def summary_line(report: Report) -> str:
     """One line: counts per verdict, defined cells, time."""
     counts = report.counts()
     defined = sum(1 for r in report.results if r.action is not None)
+    partial = " (PARTIAL: interrupted)" if report.header.get("partial") else ""
     return (
         f"{report.header.get('target')}: {counts['pass']} pass, {counts['fail']} fail, "
+        f"{counts['inconclusive']} inconclusive, "
         f"{counts['na']} not applicable, {counts['blank']} blank "
         f"({defined} defined cells of {len(report.results)}) "
-        f"in {report.header.get('seconds', 0)} s"
+        f"in {report.header.get('seconds', 0)} s{partial}"
+    )
+
+
+def peer_line(report: Report) -> str:
+    """Who the peer said it is on the wire (A-ASSOCIATE-AC/RQ user information), or ""."""
+    peer = report.header.get("peer")
+    if not isinstance(peer, dict):
+        return ""
+    if "error" in peer:
+        return f"peer: not identified ({peer['error']})"
+    return (
+        f"peer: implementation class UID {peer.get('implementation_class_uid') or '(none)'}, "
+        f"version name {peer.get('implementation_version_name') or '(none)'}"
     )
 
 
@@ -66,13 +95,16 @@ def grid_text(report: Report, *, ascii_only: bool = False) -> str:
 
 
 def _failures_text(report: Report) -> list[str]:
-    """Each failed cell: what was expected and what happened."""
+    """Each failed cell (expected and seen), then each inconclusive one (why)."""
     out = []
     for r in report.results:
         if r.verdict == "fail":
             out.append(
                 f"FAIL {r.test_id}: expected {r.action} -> {'|'.join(r.next_states)}; {r.reason}"
             )
+    for r in report.results:
+        if r.verdict == "inconclusive":
+            out.append(f"INCONCLUSIVE {r.test_id}: {r.reason}")
     return out
 
 
@@ -91,7 +123,7 @@ def print_report(report: Report, stream: IO[str] | None = None, *, verbose: bool
             "utf8",
         )
         print(grid_text(report, ascii_only=ascii_only), file=stream)
-    for line in _failures_text(report):
+    for line in filter(None, [peer_line(report), *_failures_text(report)]):
         print(line, file=stream)
     if verbose:
         for r in report.results:
@@ -139,7 +171,7 @@ def to_junit(report: Report) -> str:
         name=f"netdicom2 conformance {report.header.get('target')}",
         tests=str(len(report.results)),
         failures=str(counts["fail"]),
-        skipped=str(counts["na"] + counts["blank"]),
+        skipped=str(counts["inconclusive"] + counts["na"] + counts["blank"]),
         errors="0",
         time=str(report.header.get("seconds", 0)),
         timestamp=str(report.header.get("date", "")),
@@ -155,8 +187,10 @@ def to_junit(report: Report) -> str:
         if r.verdict == "fail":
             failure = ET.SubElement(case, "failure", message=r.reason)
             failure.text = "\n".join([*r.observed, "", r.script or ""])
-        elif r.verdict in ("na", "blank"):
-            label = "not applicable" if r.verdict == "na" else "blank cell"
+        elif r.verdict in ("inconclusive", "na", "blank"):
+            label = {"inconclusive": "inconclusive", "na": "not applicable"}.get(
+                r.verdict, "blank cell"
+            )
             ET.SubElement(case, "skipped", message=f"{label}: {r.reason}")
         if r.observed and r.verdict != "fail":
             out = ET.SubElement(case, "system-out")
@@ -169,7 +203,8 @@ def to_markdown(report: Report) -> str:
     """A Markdown page: header, grid, failures with expectations, not-applicable reasons."""
     h = report.header
     lines = [f"# Conformance matrix: {h.get('target')}", ""]
-    for key in ("target", "kind", "date", "netdicom2_version", "python", "artim", "seconds"):
+    keys = ("target", "kind", "date", "netdicom2_version", "python", "artim", "sta13_timer")
+    for key in (*keys, "max_wait", "jobs", "idle", "seconds", "partial"):
         if key in h:
             lines.append(f"- **{key}**: {h[key]}")
     peer = h.get("peer")
@@ -191,6 +226,10 @@ def to_markdown(report: Report) -> str:
         for r in failed:
             expected = f"{r.action} → {'/'.join(r.next_states)}"
             lines.append(f"| {r.test_id} | {expected} | {_md(r.reason)} |")
+    undecided = [r for r in report.results if r.verdict == "inconclusive"]
+    if undecided:
+        lines += ["", "## Inconclusive cells", "", "| cell | why |", "|---|---|"]
+        lines.extend(f"| {r.test_id} | {_md(r.reason)} |" for r in undecided)
     passed = [r for r in report.results if r.verdict == "pass"]
     if passed:
         lines += ["", "## Cells that passed", ""]

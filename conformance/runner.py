@@ -13,12 +13,14 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
+from conformance.checks import ac_deviations, pdata_deviations, rj_deviations
 from conformance.peer import Closed, Frame, PeerError, Wire, parse_frame
 from conformance.script import (
     Close,
     Expect,
     ExpectClosed,
     ExpectSilence,
+    ExpectSta13,
     HalfClose,
     Pdu,
     Reply,
@@ -33,13 +35,26 @@ from netdicom2.acse import negotiate
 from netdicom2.dimse import c_echo_rsp, decode_command, encode_command
 from netdicom2.exceptions import NetDicomError
 from netdicom2.items import PresentationDataValueItem
-from netdicom2.pdu import AAssociateRqPDU, PDataTfPDU, decode
+from netdicom2.pdu import AAssociateAcPDU, AAssociateRqPDU, PDataTfPDU, decode
 
-__all__ = ["Driver", "Run", "StepFailed", "WireSteps", "execute", "frame_text", "matches"]
+__all__ = [
+    "Driver",
+    "Inconclusive",
+    "Run",
+    "StepFailed",
+    "WireSteps",
+    "execute",
+    "frame_text",
+    "matches",
+]
 
 
 class StepFailed(Exception):
     """The IUT did not do what a step expects; the message says what it did instead."""
+
+
+class Inconclusive(Exception):
+    """The cell cannot be judged: the event was not delivered in its state, or cannot be."""
 
 
 @dataclass
@@ -52,6 +67,9 @@ class Run:
     message: str = ""
     log: list[str] = field(default_factory=list)
     measured: dict[str, float] = field(default_factory=dict)
+    delivered: bool = True  # False: the inject phase could not deliver the event
+    transient: tuple[int, int, int] | None = None  # an A-ASSOCIATE-RJ with result 2 seen
+    step_text: str = ""  # the failed step, described
 
 
 class Driver(ABC):
@@ -60,6 +78,9 @@ class Driver(ABC):
     def __init__(self) -> None:
         """No observations yet."""
         self.measured: dict[str, float] = {}
+        self.aftermath_window = 0.0  # how long ``aftermath`` watches the wire
+        self.phase = "setup"
+        self.transient: tuple[int, int, int] | None = None
 
     @abstractmethod
     def step(self, step: Step) -> str:
@@ -87,14 +108,19 @@ def execute(script: Script, driver: Driver) -> Run:
             ("inject", script.inject),
             ("expect", script.expect),
         ):
+            driver.phase = phase
             if phase == "inject":
                 driver.mark_inject()
             for step in steps:
                 try:
                     note = driver.step(step)
-                except (StepFailed, PeerError) as exc:
+                except (StepFailed, PeerError, Inconclusive) as exc:
                     run.ok, run.phase, run.index, run.message = False, phase, index, str(exc)
+                    run.delivered = not isinstance(exc, Inconclusive) and phase != "setup"
+                    run.step_text = brief(step)
                     run.log.append(f"{index:2d} {describe(step)}: FAILED: {exc}")
+                    if isinstance(exc, Inconclusive):  # what follows is not judged: glance
+                        driver.aftermath_window = min(driver.aftermath_window, 0.5)
                     after = driver.aftermath()
                     if after:
                         run.log.append(f"   afterwards: {after}")
@@ -104,7 +130,26 @@ def execute(script: Script, driver: Driver) -> Run:
         return run
     finally:
         run.measured.update(driver.measured)
+        run.transient = driver.transient
         driver.close()
+
+
+def brief(step: Step) -> str:
+    """A step in a few words, for a verdict's reason ("expect A-ASSOCIATE-AC", "hold 0.3 s")."""
+    if isinstance(step, Send):
+        data = step.data if isinstance(step.data, bytes) else step.data.encode()
+        return f"send {frame_text(data)}"
+    if isinstance(step, Expect):
+        return f"expect {rules_text(step.any_of)}"
+    if isinstance(step, ExpectSilence):
+        return f"hold {step.duration:g} s"
+    if isinstance(step, ExpectClosed):
+        return "expect the close"
+    if isinstance(step, ExpectSta13):
+        return f"hold Sta13 after the {step.after}"
+    if isinstance(step, Reply):
+        return f"answer with {step.kind}"
+    return type(step).__name__
 
 
 def frame_text(data: bytes) -> str:
@@ -127,6 +172,11 @@ def frame_text(data: bytes) -> str:
 
 def matches(data: bytes, rules: tuple[Pdu, ...]) -> bool:
     """Whether a PDU satisfies one of the rules (type, then source and reason when given)."""
+    return matching_rule(data, rules) is not None
+
+
+def matching_rule(data: bytes, rules: tuple[Pdu, ...]) -> Pdu | None:
+    """The first rule a PDU satisfies (type, then result, source and reason when given)."""
     fields = parse_frame(data)
     for rule in rules:
         if PDU_NAMES.get(data[0]) != rule.name:
@@ -135,10 +185,12 @@ def matches(data: bytes, rules: tuple[Pdu, ...]) -> bool:
             continue
         if rule.reason is not None and fields.get("reason") not in rule.reason:
             continue
+        if rule.result is not None and fields.get("result") not in rule.result:
+            continue
         if rule.max_length is not None and fields["length"] > rule.max_length:
             continue
-        return True
-    return False
+        return rule
+    return None
 
 
 def rules_text(rules: tuple[Pdu, ...]) -> str:
@@ -148,6 +200,8 @@ def rules_text(rules: tuple[Pdu, ...]) -> str:
         extra = []
         if rule.source is not None:
             extra.append(f"source in {list(rule.source)}")
+        if rule.result is not None:
+            extra.append(f"result in {list(rule.result)}")
         if rule.reason is not None:
             extra.append(f"reason in {list(rule.reason)}")
         if rule.max_length is not None:
@@ -165,6 +219,9 @@ class WireSteps(Driver):
         self.wire: Wire | None = None
         self.last_rx: dict[int, Frame] = {}
         self.aftermath_window = 2.5
+        self.sent_rq: AAssociateRqPDU | None = None  # our last A-ASSOCIATE-RQ
+        self.announced: int | None = None  # the maximum length we announced (Annex D.1)
+        self.deviations: list[str] = []  # content deviations seen outside the expect phase
 
     def _need_wire(self) -> Wire:
         """The connection, or a failure when there is none."""
@@ -177,6 +234,9 @@ class WireSteps(Driver):
         if isinstance(step, Send):
             data = step.data if isinstance(step.data, bytes) else step.data.encode()
             wire = self._need_wire()
+            self._remember(data)
+            if self.phase == "inject":
+                self._check_still_there(wire)
             if not wire.send(data, step.segments, step.delay):
                 return f"sending {frame_text(data)} failed: {wire.send_error} (the IUT is gone)"
             return f"sent {frame_text(data)}"
@@ -188,6 +248,8 @@ class WireSteps(Driver):
             return self._expect_closed(step)
         if isinstance(step, ExpectSilence):
             return self._expect_silence(step)
+        if isinstance(step, ExpectSta13):
+            return self._expect_sta13(step)
         if isinstance(step, HalfClose):
             self._need_wire().half_close()
             return "half-closed (FIN sent, still reading)"
@@ -199,8 +261,57 @@ class WireSteps(Driver):
             return "reset (RST)"
         return None
 
+    def _remember(self, data: bytes) -> None:
+        """Our A-ASSOCIATE-RQ/AC: what the peer's answer and P-DATA-TF are checked against."""
+        if data[:1] not in (b"\x01", b"\x02"):
+            return
+        try:
+            pdu = decode(data)
+        except NetDicomError:
+            return  # a malformed RQ of a cell's own: nothing to check against
+        if isinstance(pdu, AAssociateRqPDU):
+            self.sent_rq = pdu
+        if isinstance(pdu, AAssociateRqPDU | AAssociateAcPDU):
+            self.announced = pdu.max_length
+
+    def _check_still_there(self, wire: Wire) -> None:
+        """The event is delivered only if the IUT has not closed before it (Inconclusive)."""
+        try:
+            event = wire.peek()
+        except PeerError:
+            return
+        if isinstance(event, Closed):
+            raise Inconclusive(
+                f"the IUT had closed the transport ({event.how.upper()}) before the event"
+                " was sent: it had left the state"
+            )
+
+    def _content(self, data: bytes) -> list[str]:
+        """What is wrong inside a received PDU (Tables 9-18, 9-21; Annex D.1)."""
+        kind = data[0]
+        if kind == 0x02:
+            return ac_deviations(data, self.sent_rq)
+        if kind == 0x03:
+            fields = parse_frame(data)
+            if fields.get("result") == 2:  # rejected-transient: retried (not a deviation)
+                self.transient = (fields["result"], fields["source"], fields["reason"])
+            return rj_deviations(data)
+        if kind == 0x04:
+            return pdata_deviations(data, self.announced)
+        return []
+
+    def _judge(self, data: bytes) -> str:
+        """Content deviations fail an expect step; elsewhere they are recorded."""
+        found = self._content(data)
+        if not found:
+            return ""
+        if self.phase == "expect":
+            raise StepFailed(f"{frame_text(data)}: " + "; ".join(found))
+        self.deviations.extend(found)
+        return " (deviation: " + "; ".join(found) + ")"
+
     def _expect(self, step: Expect) -> str:
-        """Wait for a PDU matching one of the rules (PS3.8 §9.3)."""
+        """Wait for a PDU matching one of the rules (PS3.8 §9.3), checking its contents."""
         wire = self._need_wire()
         start = time.monotonic()
         deadline = start + step.within
@@ -214,25 +325,43 @@ class WireSteps(Driver):
                 )
             if isinstance(event, Closed):
                 raise StepFailed(
-                    f"the IUT closed the transport ({event.how}) after "
+                    f"the IUT closed the transport ({event.how.upper()}) after "
                     f"{event.at - start:.3f} s; expected {rules_text(step.any_of)}"
                 )
             name = PDU_NAMES.get(event.pdu_type)
             if name in step.skip:
+                self._judge(event.data)
                 continue
             self.last_rx[event.pdu_type] = event
-            if matches(event.data, step.any_of):
+            rule = matching_rule(event.data, step.any_of)
+            if rule is not None:
                 wire.last_activity = event.at
-                return f"got {frame_text(event.data)} after {event.at - start:.3f} s"
+                extra = self._judge(event.data)
+                if rule.undecided:
+                    raise Inconclusive(f"got {frame_text(event.data)}: {rule.undecided}")
+                return f"got {frame_text(event.data)} after {event.at - start:.3f} s{extra}"
+            self._content(event.data)  # notes a transient rejection
             raise StepFailed(f"got {frame_text(event.data)}; expected {rules_text(step.any_of)}")
 
     def _expect_closed(self, step: ExpectClosed) -> str:
         """Wait for the IUT to close the transport, with no PDU first (PS3.8 §9.1.4)."""
         wire = self._need_wire()
         reference = wire.last_activity
-        event = wire.next_event(time.monotonic() + step.within)
+        event = wire.next_event(reference + step.within)
+        bound = None if step.expected is None else step.expected * 1.25 + 2.0
         if event is None:
             self.aftermath_window = 0.0  # we have just watched the wire that long
+            waited = time.monotonic() - reference
+            if step.expected is not None and bound is not None and step.within < bound:
+                raise Inconclusive(
+                    f"still open after {waited:.1f} s, the longest wait (--max-wait): the close"
+                    f" expected about {step.expected:g} s after the last PDU was not awaited"
+                )
+            if step.expected is not None:
+                raise StepFailed(
+                    f"still open after {waited:.1f} s (expected a close about "
+                    f"{step.expected:g} s after the last PDU)"
+                )
             raise StepFailed(f"the transport was still open after {step.within} s")
         if isinstance(event, Frame):
             raise StepFailed(f"got {frame_text(event.data)} instead of a transport close")
@@ -242,7 +371,53 @@ class WireSteps(Driver):
             raise StepFailed(f"closed with {event.how.upper()}, expected {step.how.upper()}")
         if elapsed < step.not_before:
             raise StepFailed(f"closed after {elapsed:.3f} s, before {step.not_before} s")
+        if bound is not None and elapsed > bound:
+            raise StepFailed(f"closes after {elapsed:.1f} s (expected about {step.expected:g} s)")
         return f"closed ({event.how.upper()}) after {elapsed:.3f} s"
+
+    def _expect_sta13(self, step: ExpectSta13) -> str:
+        """The IUT holds Sta13, then closes within its timer (PS3.8 §9.1.4, §9.1.5, Table 9-9)."""
+        wire = self._need_wire()
+        reference = wire.last_activity  # when the PDU that entered Sta13 arrived
+        watch = step.within if step.timer is not None else step.hold
+        event = wire.next_event(reference + watch)
+        if event is None:
+            waited = time.monotonic() - reference
+            if step.timer is None:
+                return (
+                    f"held Sta13 for {waited:.1f} s after the {step.after}; its timer is"
+                    " unknown, so its close was not awaited (give --sta13-timer)"
+                )
+            if step.within >= step.timer * 1.25 + 2.0:
+                self.aftermath_window = 0.0
+                raise StepFailed(
+                    f"still open {waited:.1f} s after the {step.after} (expected a close "
+                    f"about {step.timer:g} s after it: ARTIM in Sta13, PS3.8 §9.1.5)"
+                )
+            return (
+                f"held Sta13, still open after {waited:.1f} s (--max-wait); the close expected"
+                f" about {step.timer:g} s after the {step.after} was not awaited"
+            )
+        if isinstance(event, Frame):
+            raise StepFailed(
+                f"got {frame_text(event.data)} in Sta13 after the {step.after} (Table 9-10:"
+                " nothing is sent there unless a PDU arrives)"
+            )
+        elapsed = event.at - reference
+        self.measured["sta13_close_after"] = round(elapsed, 3)
+        if elapsed < step.hold:
+            if event.how == "rst":
+                raise StepFailed(
+                    f"reset the connection (RST) {elapsed:.3f} s after the {step.after}: Sta13"
+                    " not held (PS3.8 §9.1.4, Table 9-9: ARTIM runs until the peer closes)"
+                )
+            return (
+                f"closed (FIN) {elapsed:.3f} s after the {step.after}: Sta13 not held, "
+                "the PDU was delivered first"
+            )
+        if step.timer is not None and elapsed > step.timer * 1.25 + 2.0:
+            raise StepFailed(f"closes after {elapsed:.1f} s (expected about {step.timer:g} s)")
+        return f"held Sta13, then closed ({event.how.upper()}) {elapsed:.3f} s after it"
 
     def _expect_silence(self, step: ExpectSilence) -> str:
         """Nothing may arrive, and the transport stays open, for the duration."""
@@ -252,7 +427,9 @@ class WireSteps(Driver):
             return f"silent for {step.duration} s"
         if isinstance(event, Frame):
             raise StepFailed(f"got {frame_text(event.data)} where nothing was expected")
-        raise StepFailed(f"the IUT closed the transport ({event.how}) where nothing was expected")
+        raise StepFailed(
+            f"the IUT closed the transport ({event.how.upper()}) where nothing was expected"
+        )
 
     def _reply(self, step: Reply) -> str:
         """Answer the last A-ASSOCIATE-RQ with an AC, or the last C-ECHO-RQ with its RSP."""
@@ -265,6 +442,7 @@ class WireSteps(Driver):
                     raise StepFailed("no A-ASSOCIATE-RQ received to answer")
                 answer, _ = negotiate(rq)
                 data = answer.encode()
+                self.announced = answer.max_length if isinstance(answer, AAssociateAcPDU) else None
             else:
                 frame = self.last_rx.get(0x04)
                 pdata = decode(frame.data) if frame is not None else None

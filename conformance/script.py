@@ -32,6 +32,7 @@ __all__ = [
     "ExpectNoTransition",
     "ExpectRefused",
     "ExpectSilence",
+    "ExpectSta13",
     "ExpectTransition",
     "HalfClose",
     "Pdu",
@@ -60,6 +61,8 @@ class Pdu:
     source: tuple[int, ...] | None = None  # A-ABORT / A-ASSOCIATE-RJ source (None: any)
     reason: tuple[int, ...] | None = None  # A-ABORT / A-ASSOCIATE-RJ reason/diag (None: any)
     max_length: int | None = None  # PDU-length at most this (PS3.8 Annex D.1)
+    result: tuple[int, ...] | None = None  # A-ASSOCIATE-RJ result (None: any)
+    undecided: str = ""  # matching this makes the cell inconclusive, for this reason
 
 
 # --------------------------------------------------------------------------- the wire
@@ -122,6 +125,23 @@ class ExpectClosed:
     within: float = 3.0
     how: Literal["fin", "rst", "any"] = "any"
     not_before: float = 0.0
+    expected: float | None = None  # about when (a timer): later than x 1.25 + 2 s fails
+
+
+@dataclass(frozen=True)
+class ExpectSta13:
+    """After a PDU that enters Sta13 (AA-1, AA-7/AA-8's A-ABORT, AE-6/AE-8's RJ, AR-4's RP).
+
+    PS3.8 §9.1.4 / Table 9-9: the IUT waits there for the transport close or ARTIM. A reset
+    within ``hold`` seconds of that PDU is a deviation (the PDU may be lost with it); a FIN at
+    once is recorded. With ``timer`` known the IUT must close about ``timer`` seconds after
+    the PDU (later than ``timer`` x 1.25 + 2 s is a deviation); we watch at most ``within``.
+    """
+
+    after: str  # the PDU that entered Sta13, for the report
+    hold: float = 0.3
+    timer: float | None = None
+    within: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -235,6 +255,7 @@ Step: TypeAlias = (
     | Expect
     | ExpectClosed
     | ExpectSilence
+    | ExpectSta13
     | Close
     | HalfClose
     | Reset
@@ -259,6 +280,7 @@ WIRE_STEPS = (
     Expect,
     ExpectClosed,
     ExpectSilence,
+    ExpectSta13,
     Close,
     HalfClose,
     Reset,
@@ -276,6 +298,9 @@ class Script:
     inject: tuple[Step, ...]
     expect: tuple[Step, ...]
     hold_connect: bool = False  # provider: the TRANSPORT CONNECT stays pending (Sta4)
+    recipe: str = ""  # how the state is reached, when there is more than one way
+    case: str = ""  # which shape of the event, when the cell checks several
+    reaches: tuple[str, ...] = ()  # per setup step: the cell whose transition it relies on
 
     @property
     def steps(self) -> tuple[Step, ...]:
@@ -288,6 +313,12 @@ def render(script: Script) -> str:
     lines = [f"Script(cell={script.cell!r}, role={script.role!r}, artim={script.artim!r},"]
     if script.hold_connect:
         lines.append("    hold_connect=True,")
+    if script.recipe:
+        lines.append(f"    recipe={script.recipe!r},")
+    if script.case:
+        lines.append(f"    case={script.case!r},")
+    if script.reaches:
+        lines.append(f"    reaches={script.reaches!r},")
     for phase in ("setup", "inject", "expect"):
         steps: tuple[Step, ...] = getattr(script, phase)
         lines.append(f"    {phase}=(")

@@ -27,6 +27,7 @@ from tests.peers import (
     NetnsServer,
     dcmtk_storescp,
     free_port,
+    netns_server,
     orthanc,
     pynetdicom_scp,
     require,
@@ -40,13 +41,19 @@ TIMEOUT = 2  # seconds: the peers' ACSE/DIMSE/socket timeouts, where configurabl
 
 @dataclass(frozen=True)
 class Peer:
-    """How to start a peer, its ARTIM, and how many cells may run at once against it."""
+    """How to start a peer, its timers, and how many cells may run at once against it."""
 
     report: str  # file name under reports/, with the peer's version
     start: Callable[[Path], contextlib.AbstractContextManager[NetnsServer | None]]
-    artim: float
+    artim: float  # its ARTIM in Sta2 (wait for the A-ASSOCIATE-RQ)
+    sta13: float | None = None  # its timer in Sta13 as the wire shows it (None: = artim)
+    max_wait: float = 5.0  # the longest wait for a close in Sta13, to keep CI short
     jobs: int = 1
     requestor: tuple[str, ...] | None = None  # argv of a requestor (listen mode)
+    # Cells whose verdict this peer changes from run to run (its own threads race): their
+    # verdict is reported but not compared.
+    varies: frozenset[str] = frozenset()
+    called_ae: str = "ANY-SCP"  # the title our A-ASSOCIATE-RQ calls
 
 
 def _storescp(tmp: Path) -> contextlib.AbstractContextManager[NetnsServer | None]:
@@ -66,6 +73,33 @@ def _orthanc(tmp: Path) -> contextlib.AbstractContextManager[NetnsServer | None]
     return orthanc(tmp, extra_config={"DicomScpTimeout": TIMEOUT})
 
 
+DCMQRSCP_CONFIG = """NetworkTCPPort = 11114
+MaxPDUSize = 16384
+MaxAssociations = 16
+HostTable BEGIN
+HostTable END
+VendorTable BEGIN
+VendorTable END
+AETable BEGIN
+DCMQRSCP {storage} RW (20, 64mb) ANY
+AETable END
+"""
+
+
+@contextlib.contextmanager
+def _dcmqrscp(tmp: Path) -> Iterator[NetnsServer | None]:
+    """DCMTK dcmqrscp (forks per association) with a minimal configuration, in a namespace."""
+    binary = require("dcmqrscp")
+    storage = tmp / "dcmqrscp-db"
+    storage.mkdir()
+    config = tmp / "dcmqrscp.cfg"
+    config.write_text(DCMQRSCP_CONFIG.format(storage=storage))
+    t = str(TIMEOUT)
+    argv = [binary, "-c", str(config), "--acse-timeout", t, "--dimse-timeout", t, "11114"]
+    with netns_server(argv, 11114, tmp / "dcmqrscp.log") as server:
+        yield server
+
+
 @contextlib.contextmanager
 def _nothing(tmp: Path) -> Iterator[NetnsServer | None]:
     """Listen mode: the requestor is spawned per cell; there is no server to start."""
@@ -73,10 +107,30 @@ def _nothing(tmp: Path) -> Iterator[NetnsServer | None]:
     yield None
 
 
+# DCMTK (storescp, Orthanc) closes Sta2 after its ACSE timeout but holds Sta13 after its
+# A-RELEASE-RP for 180 s (measured: FIN at 180.1 s): that close is not awaited here (max_wait),
+# so Sta13-Evt18 is inconclusive and the holds are checked for max_wait seconds only.
 PEERS = {
-    "dcmtk-storescp": Peer("dcmtk-3.6.7-storescp", _storescp, TIMEOUT),
-    "pynetdicom-scp": Peer("pynetdicom-3.0.4-scp", _pynetdicom, TIMEOUT, jobs=4),
-    "orthanc": Peer("orthanc-1.10.1", _orthanc, 30),  # one association at a time
+    "dcmtk-storescp": Peer("dcmtk-3.6.7-storescp", _storescp, TIMEOUT, sta13=180, max_wait=3),
+    # pynetdicom, given an A-RELEASE-RQ and an unknown PDU in one segment, aborts and then
+    # either closes at once or never (about 1 run in 3 closes).
+    "dcmtk-dcmqrscp": Peer(
+        "dcmtk-3.6.7-dcmqrscp",
+        _dcmqrscp,
+        TIMEOUT,
+        sta13=180,
+        max_wait=3,
+        jobs=4,  # it forks a process per association
+        called_ae="DCMQRSCP",
+    ),
+    "pynetdicom-scp": Peer(
+        "pynetdicom-3.0.4-scp",
+        _pynetdicom,
+        TIMEOUT,
+        jobs=4,
+        varies=frozenset({"Sta8-Evt19-AA-8"}),
+    ),
+    "orthanc": Peer("orthanc-1.10.1", _orthanc, 30, sta13=180, max_wait=3),  # one at a time
     "dcmtk-echoscu": Peer(
         "dcmtk-3.6.7-echoscu",
         _nothing,
@@ -96,7 +150,9 @@ PEERS = {
 
 def _run(name: str, peer: Peer, tmp: Path) -> Report:
     """Start the peer and run the whole matrix against it."""
-    params = Params(artim=peer.artim)
+    params = Params(
+        called_ae=peer.called_ae, artim=peer.artim, sta13_timer=peer.sta13, max_wait=peer.max_wait
+    )
     with peer.start(tmp) as server:
         if peer.requestor is not None:
             target = Target(
@@ -132,6 +188,6 @@ def test_peer_matrix_matches_the_committed_report(
     changed = {
         r.test_id: f"{expected.get(r.test_id)} -> {r.verdict}: {r.reason}"
         for r in report.results
-        if expected.get(r.test_id) != r.verdict
+        if expected.get(r.test_id) != r.verdict and r.test_id not in peer.varies
     }
     assert not changed, json.dumps(changed, indent=1)

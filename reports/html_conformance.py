@@ -18,15 +18,14 @@ from reports.common import (
     EVENTS,
     STATE_TEXT,
     STATES,
-    VERDICTS,
     CellView,
     esc,
     grid,
     kv_list,
     page,
-    summary_bar,
     write_page,
 )
+from reports.common import VERDICTS as _COMMON_VERDICTS
 
 __all__ = [
     "is_conformance_report",
@@ -39,16 +38,66 @@ __all__ = [
 Report = Mapping[str, Any]
 Record = Mapping[str, Any]
 
-_REPLAY = """from netdicom2.items import *
+# The conformance verdicts: the shared four plus "inconclusive" (the state was not reached or
+# the event not delivered), in the order the summary shows them.
+VERDICTS: dict[str, tuple[str, str]] = {
+    "pass": _COMMON_VERDICTS["pass"],
+    "fail": _COMMON_VERDICTS["fail"],
+    "inconclusive": ("?", "inconclusive"),
+    "na": _COMMON_VERDICTS["na"],
+    "blank": _COMMON_VERDICTS["blank"],
+}
+_CSS = (
+    "<style>.v-inconclusive { color: #8250df; background: #fbefff; }"
+    " .bar .v-inconclusive { background: #8250df; }"
+    " table.grid td.v-inconclusive { box-shadow: inset 0 0 0 1px #8250df; }"
+    " table.grid td.c.cmp .m.v-inconclusive { background: #8250df; }</style>"
+)
+
+
+def summary_bar(counts: Mapping[str, Any]) -> str:
+    """A proportional bar of the verdict counts (all five), with the numbers as a legend."""
+    total = sum(int(counts.get(v, 0) or 0) for v in VERDICTS) or 1
+    spans = "".join(
+        f'<span class="v-{v}" style="width:{100 * int(counts.get(v, 0) or 0) / total:.2f}%" '
+        f'title="{esc(VERDICTS[v][1])}: {esc(counts.get(v, 0))}"></span>'
+        for v in VERDICTS
+    )
+    legend = " ".join(
+        f'<span class="badge v-{v}">{esc(counts.get(v, 0))} {esc(VERDICTS[v][1])}</span>'
+        for v in VERDICTS
+    )
+    return f'{_CSS}<div class="bar">{spans}</div><div class="legend">{legend}</div>'
+
+
+_REPLAY_HEAD = """from netdicom2.items import *
 from netdicom2.pdu import *
 from conformance.script import *
 from conformance.runner import execute
-from conformance.local import LocalDriver          # target local
-from conformance.provider import ProviderDriver    # target provider
-from conformance.remote import RemoteDriver        # RemoteDriver(script, address=(host, port))
+"""
+_DRIVERS = {
+    "local": ("from conformance.local import LocalDriver", "LocalDriver(script)"),
+    "provider": ("from conformance.provider import ProviderDriver", "ProviderDriver(script)"),
+}
 
-script = eval(SCRIPT)
-print("\\n".join(execute(script, ProviderDriver(script)).log))"""
+
+def _replay_text(header: Mapping[str, Any]) -> str:
+    """The replay snippet with the driver of the report's target."""
+    kind = str(header.get("kind") or "")
+    target = str(header.get("target") or "HOST:PORT")
+    if kind in _DRIVERS:
+        imp, driver = _DRIVERS[kind]
+    elif kind == "remote-requestor":
+        imp = "from conformance.peer import Listener\nfrom conformance.remote import RemoteDriver"
+        driver = "RemoteDriver(script, listener=Listener())  # then start the peer"
+    else:
+        host, _, port = target.rpartition(":")
+        imp = "from conformance.remote import RemoteDriver"
+        driver = f"RemoteDriver(script, address=({host or 'HOST'!r}, {port or 'PORT'}))"
+    return (
+        f"{_REPLAY_HEAD}{imp}\n\nscript = eval(SCRIPT)\n"
+        f'print("\\n".join(execute(script, {driver}).log))'
+    )
 
 
 def is_conformance_report(data: object) -> bool:
@@ -124,6 +173,11 @@ def _header_pairs(header: Mapping[str, Any]) -> list[tuple[str, object]]:
         *[(f"peer {k}", v) for k, v in peer.items() if not str(k).startswith("implementation_")],
         ("date", header.get("date")),
         ("ARTIM", artim),
+        ("Sta13 timer", header.get("sta13_timer")),
+        ("longest wait", header.get("max_wait")),
+        ("jobs", header.get("jobs")),
+        ("idle association", header.get("idle")),
+        ("PARTIAL", header.get("partial")),
         ("standard", header.get("standard")),
         ("netdicom2", header.get("netdicom2_version")),
         ("Python", header.get("python")),
@@ -273,7 +327,7 @@ def render_conformance(report: Report) -> str:
         kv_list(_header_pairs(header)),
         '</div><div class="card"><h3>Summary</h3>',
         summary_bar(counts),
-        _verdict_line(counts["fail"]),
+        _verdict_line(counts["fail"], counts["inconclusive"], bool(header.get("partial"))),
         "</div></div>",
         "<h2>PS3.8 Table 9-10, cell by cell</h2>",
         _legend(),
@@ -282,8 +336,9 @@ def render_conformance(report: Report) -> str:
         "see the expected action and next state, what was observed, and the reproducing "
         "script.</p></section>",
         _failures(cells),
+        _inconclusive(cells),
         _not_applicable(cells),
-        _replaying(),
+        _replaying(header),
         '<div hidden id="details">',
         *(
             f'<div id="detail-{esc(s)}-{esc(e)}">{_detail(s, e, cells.get((s, e)))}</div>'
@@ -298,28 +353,32 @@ def render_conformance(report: Report) -> str:
     )
 
 
-def _replaying() -> str:
+def _replaying(header: Mapping[str, Any] | None = None) -> str:
     """How to run a cell's reproducing script (once per page)."""
     return (
         '<h2 id="replaying">Replaying a cell</h2><p>Each cell\'s script is a '
         "<code>conformance.script.Script</code> with an evaluable repr: paste it as "
         "<code>SCRIPT</code> (a string) below, and pick the driver of the target.</p>"
-        f"<pre>{esc(_REPLAY)}</pre>"
+        f"<pre>{esc(_replay_text(header or {}))}</pre>"
     )
 
 
-def _verdict_line(failed: int) -> str:
-    """One line: how many cells failed."""
-    if failed:
-        return f'<p class="bad">{esc(failed)} cells failed</p>'
-    return '<p class="ok">no cell failed</p>'
+def _verdict_line(failed: int, inconclusive: int = 0, partial: bool = False) -> str:
+    """One line: how many cells failed, how many could not be judged; partial or not."""
+    text = f"{failed} cells failed" if failed else "no cell failed"
+    if inconclusive:
+        text += f", {inconclusive} inconclusive"
+    if partial:
+        text += " (PARTIAL: the run was interrupted)"
+    return f'<p class="{"bad" if failed or partial else "ok"}">{esc(text)}</p>'
 
 
 def _legend() -> str:
     """What the colours mean."""
     meanings = {
         "pass": "the action of Table 9-10 was observed",
-        "fail": "something else happened (click for expected and observed)",
+        "fail": "delivered, and something else happened (click for expected and observed)",
+        "inconclusive": "the state was not reached or the event not delivered (click: why)",
         "na": "this target cannot produce the state or the event",
         "blank": "blank cell: stays blank, or cannot occur",
     }
@@ -350,6 +409,25 @@ def _failures(cells: Mapping[tuple[str, str], Record]) -> str:
         f"<h2>Cells that failed ({len(failed)})</h2>"
         '<table class="list"><thead><tr><th>cell</th><th>expected</th><th>observed</th></tr>'
         f"</thead><tbody>{rows}</tbody></table>"
+    )
+
+
+def _inconclusive(cells: Mapping[tuple[str, str], Record]) -> str:
+    """A table of the inconclusive cells: why each could not be judged."""
+    rows = [
+        f'<tr><td><a href="#{esc(s)}-{esc(e)}">{esc(r.get("id") or s + "-" + e)}</a></td>'
+        f"<td>{esc(r.get('reason'))}</td></tr>"
+        for (s, e), r in sorted(
+            cells.items(), key=lambda kr: (STATES.index(kr[0][0]), EVENTS.index(kr[0][1]))
+        )
+        if _verdict(r) == "inconclusive"
+    ]
+    if not rows:
+        return ""
+    return (
+        f"<h2>Inconclusive cells ({len(rows)})</h2>"
+        '<table class="list"><thead><tr><th>cell</th><th>why</th></tr>'
+        f"</thead><tbody>{''.join(rows)}</tbody></table>"
     )
 
 
