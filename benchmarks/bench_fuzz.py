@@ -39,10 +39,10 @@ ae.start_server(("127.0.0.1", int(sys.argv[1])), block=True)
 def no_false_alarms(seeds: int) -> None:
     """Campaigns over many seeds against our own stack: cases run, findings (expected 0)."""
     sys.path.insert(0, str(ROOT))
-    from fuzz.campaign import run_campaign
-    from fuzz.nettargets import ProviderTarget, RemoteTarget
-    from fuzz.targets import LocalTarget
     from netdicom2.app_scp import StorageSCP
+    from netdicom2.fuzz.campaign import run_campaign
+    from netdicom2.fuzz.nettargets import ProviderTarget, RemoteTarget
+    from netdicom2.fuzz.targets import LocalTarget
 
     rows = []
     totals = {"local": [0, 0, 0], "provider": [0, 0, 0], "our SCP (black box)": [0, 0, 0]}

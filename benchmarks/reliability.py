@@ -40,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from conformance.faults import Drop, Fault, FaultProxy, sweep_offsets  # noqa: E402
+from netdicom2.conformance.faults import Drop, Fault, FaultProxy, sweep_offsets  # noqa: E402
 from tests.hostile import Hostile, HostileCrowd  # noqa: E402
 from tests.peers import NetnsServer, netns_server, require  # noqa: E402
 from tests.probes import (  # noqa: E402

@@ -33,7 +33,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 import bare  # after ROOT is on the path: it imports netdicom2
 
-from conformance.tools import system_binary
+from netdicom2.conformance.tools import system_binary
 
 PY = sys.executable
 MIB = 1 << 20

@@ -17,7 +17,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from conformance.recipes import (
+from netdicom2.acse import build_rq
+from netdicom2.conformance.recipes import (
     ECHO,
     UNRECOGNIZED_PDU,
     USER_EVENTS,
@@ -31,7 +32,7 @@ from conformance.recipes import (
     _send_rules,
     association_rq,
 )
-from conformance.script import (
+from netdicom2.conformance.script import (
     Accept,
     Connect,
     Expect,
@@ -45,8 +46,7 @@ from conformance.script import (
     Send,
     Step,
 )
-from conformance.table import CellSpec
-from netdicom2.acse import build_rq
+from netdicom2.conformance.table import CellSpec
 from netdicom2.dimse import c_echo_rq, encode_command
 from netdicom2.items import PresentationDataValueItem
 from netdicom2.pdu import AReleaseRqPDU, PDataTfPDU

@@ -7,7 +7,7 @@ cannot decode is a deviation too (PS3.8 §9.3: its fields are invalid).
 
 from __future__ import annotations
 
-from conformance.peer import parse_frame
+from netdicom2.conformance.peer import parse_frame
 from netdicom2.exceptions import NetDicomError
 from netdicom2.pdu import AAssociateAcPDU, AAssociateRqPDU, decode
 

@@ -17,10 +17,6 @@ import socket
 import sys
 from typing import Any, NoReturn
 
-from conformance.matrix import CellResult, Report, Target, run_matrix
-from conformance.recipes import Params
-from conformance.report import print_report, to_junit, to_markdown, write_json
-from conformance.table import EVENTS, STATES
 from netdicom2.cli import (
     EXIT_USAGE,
     JobError,
@@ -32,6 +28,10 @@ from netdicom2.cli import (
     output_path,
     seconds,
 )
+from netdicom2.conformance.matrix import CellResult, Report, Target, run_matrix
+from netdicom2.conformance.recipes import Params
+from netdicom2.conformance.report import print_report, to_junit, to_markdown, write_json
+from netdicom2.conformance.table import EVENTS, STATES
 
 __all__ = ["add_subcommand", "main", "parse_target"]
 
@@ -215,7 +215,7 @@ def _write_reports(report: Report, args: argparse.Namespace) -> None:
     if args.markdown:
         args.markdown.write_text(to_markdown(report))
     if args.html:  # reports/ renders the same JSON as --json writes
-        from reports.html_conformance import write_conformance_html
+        from netdicom2.reports.html_conformance import write_conformance_html
 
         write_conformance_html(report.to_json(), args.html)
 
@@ -234,7 +234,7 @@ def main(args: argparse.Namespace) -> int:
     jobs = (
         args.jobs if args.jobs is not None else (4 if target.kind in ("local", "provider") else 1)
     )
-    from reports.progress import matrix_bar  # reports/: a bar on a terminal, else nothing
+    from netdicom2.reports.progress import matrix_bar  # reports/: a bar on a terminal, else nothing
 
     partial: list[Report] = []
     try:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections import deque
 
-from conformance.runner import Driver, StepFailed, frame_text, matches, rules_text
-from conformance.script import (
+from netdicom2.conformance.runner import Driver, StepFailed, frame_text, matches, rules_text
+from netdicom2.conformance.script import (
     Accept,
     AwaitState,
     Close,
@@ -37,7 +37,7 @@ from conformance.script import (
     UserExpectNothing,
     UserSend,
 )
-from conformance.table import PDU_NAMES
+from netdicom2.conformance.table import PDU_NAMES
 from netdicom2.connection import (
     CloseTransport,
     Connection,

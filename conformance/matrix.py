@@ -22,22 +22,22 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from conformance.checks import rj_text
-from conformance.local import LocalDriver
-from conformance.peer import Address, Connector, Listener
-from conformance.provider import ProviderDriver
-from conformance.recipes import Params, Skip, association_rq, plans
-from conformance.remote import (
+from netdicom2 import __version__
+from netdicom2.conformance.checks import rj_text
+from netdicom2.conformance.local import LocalDriver
+from netdicom2.conformance.peer import Address, Connector, Listener
+from netdicom2.conformance.provider import ProviderDriver
+from netdicom2.conformance.recipes import Params, Skip, association_rq, plans
+from netdicom2.conformance.remote import (
     RemoteDriver,
     Spawner,
     probe_acceptor,
     probe_idle,
     probe_requestor,
 )
-from conformance.runner import Driver, Run, execute
-from conformance.script import Script, render
-from conformance.table import ACTIONS, CellSpec, cells
-from netdicom2 import __version__
+from netdicom2.conformance.runner import Driver, Run, execute
+from netdicom2.conformance.script import Script, render
+from netdicom2.conformance.table import ACTIONS, CellSpec, cells
 
 __all__ = ["CellResult", "Report", "Target", "Verdict", "run_cell", "run_matrix"]
 

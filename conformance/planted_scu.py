@@ -1,6 +1,7 @@
 """A small scripted association requestor with switchable deviations (test peer, ``--listen``).
 
-``python -m conformance.planted_scu PORT [DEVIATION ...]`` connects to 127.0.0.1:PORT, proposes
+``python -m netdicom2.conformance.planted_scu PORT [DEVIATION ...]`` connects to
+127.0.0.1:PORT, proposes
 Verification, sends one C-ECHO and releases, like an echo SCU, following Table 9-10 for
 everything a black-box matrix can drive on the requestor's side: AE-3/AE-4, AA-8 with source
 2, AR-2 answered (AR-4), AR-6, the release collision (AR-8, AR-9, AR-3), AA-6/AA-7 and its
@@ -16,8 +17,8 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 
-from conformance.planted import _Closed, _decodes, _read_pdu
 from netdicom2.acse import build_rq
+from netdicom2.conformance.planted import _Closed, _decodes, _read_pdu
 from netdicom2.dimse import c_echo_rq, encode_command
 from netdicom2.items import PresentationDataValueItem
 from netdicom2.pdu import AAbortPDU, AReleaseRpPDU, AReleaseRqPDU, PDataTfPDU

@@ -16,9 +16,9 @@ import threading
 import time
 from dataclasses import dataclass
 
-from conformance.peer import Address, Listener, Wire
-from conformance.runner import StepFailed, WireSteps, frame_text, matches, rules_text
-from conformance.script import (
+from netdicom2.conformance.peer import Address, Listener, Wire
+from netdicom2.conformance.runner import StepFailed, WireSteps, frame_text, matches, rules_text
+from netdicom2.conformance.script import (
     Accept,
     AwaitState,
     Connect,
@@ -35,7 +35,7 @@ from conformance.script import (
     UserExpectNothing,
     UserSend,
 )
-from conformance.table import PDU_NAMES
+from netdicom2.conformance.table import PDU_NAMES
 from netdicom2.connection import Transition
 from netdicom2.dulprovider import DULServiceProvider
 from netdicom2.exceptions import LocalProtocolError, ProviderStoppedError, TimeoutError

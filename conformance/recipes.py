@@ -22,7 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from conformance.script import (
+from netdicom2.acse import build_rq, negotiate
+from netdicom2.conformance.script import (
     Accept,
     AwaitState,
     Connect,
@@ -47,8 +48,7 @@ from conformance.script import (
     UserExpectNothing,
     UserSend,
 )
-from conformance.table import PDU_NAMES, PROVIDER_REASONS, ActionSpec, CellSpec, cell
-from netdicom2.acse import build_rq, negotiate
+from netdicom2.conformance.table import PDU_NAMES, PROVIDER_REASONS, ActionSpec, CellSpec, cell
 from netdicom2.dimse import c_echo_rq, encode_command
 from netdicom2.items import PresentationDataValueItem
 from netdicom2.pdu import (
@@ -343,7 +343,7 @@ def plan(c: CellSpec, kind: Kind | Literal["local", "provider"], params: Params)
     """The script of one cell for a target kind (its first recipe), or why it is not run."""
     if kind in ("local", "provider", "white"):
         return _white(c, params, local=kind == "local")
-    from conformance.blackbox import remote_plans  # black-box recipes build on these
+    from netdicom2.conformance.blackbox import remote_plans  # black-box recipes build on these
 
     planned = remote_plans(c, params, listen=kind == "remote-requestor")
     return planned if isinstance(planned, Skip) else planned[0]
@@ -356,6 +356,6 @@ def plans(
     if kind in ("local", "provider", "white"):
         planned = _white(c, params, local=kind == "local")
         return planned if isinstance(planned, Skip) else [planned]
-    from conformance.blackbox import remote_plans
+    from netdicom2.conformance.blackbox import remote_plans
 
     return remote_plans(c, params, listen=kind == "remote-requestor")

@@ -14,9 +14,9 @@ import subprocess
 import time
 from collections.abc import Sequence
 
-from conformance.peer import Address, Closed, Connector, Frame, Listener, PeerError, Wire
-from conformance.runner import StepFailed, WireSteps, frame_text
-from conformance.script import Accept, Connect, ElapseArtim, Script, Step
+from netdicom2.conformance.peer import Address, Closed, Connector, Frame, Listener, PeerError, Wire
+from netdicom2.conformance.runner import StepFailed, WireSteps, frame_text
+from netdicom2.conformance.script import Accept, Connect, ElapseArtim, Script, Step
 from netdicom2.exceptions import NetDicomError
 from netdicom2.pdu import AAbortPDU, AAssociateAcPDU, AAssociateRjPDU, AAssociateRqPDU, decode
 from netdicom2.pdu import AReleaseRqPDU as _ReleaseRq

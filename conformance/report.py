@@ -13,8 +13,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import IO
 
-from conformance.matrix import CellResult, Report
-from conformance.table import EVENTS, STATES
+from netdicom2.conformance.matrix import CellResult, Report
+from netdicom2.conformance.table import EVENTS, STATES
 
 __all__ = [
     "GLYPHS",

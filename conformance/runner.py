@@ -13,9 +13,10 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
-from conformance.checks import ac_deviations, pdata_deviations, rj_deviations
-from conformance.peer import Closed, Frame, PeerError, Wire, parse_frame
-from conformance.script import (
+from netdicom2.acse import negotiate
+from netdicom2.conformance.checks import ac_deviations, pdata_deviations, rj_deviations
+from netdicom2.conformance.peer import Closed, Frame, PeerError, Wire, parse_frame
+from netdicom2.conformance.script import (
     Close,
     Expect,
     ExpectClosed,
@@ -30,8 +31,7 @@ from conformance.script import (
     Step,
     describe,
 )
-from conformance.table import PDU_NAMES
-from netdicom2.acse import negotiate
+from netdicom2.conformance.table import PDU_NAMES
 from netdicom2.dimse import c_echo_rsp, decode_command, encode_command
 from netdicom2.exceptions import NetDicomError
 from netdicom2.items import PresentationDataValueItem

@@ -1,6 +1,6 @@
 """The codec property as a coverage-guided fuzz target (atheris, or any libFuzzer-style driver).
 
-    python -m fuzz.atheris_codec [libFuzzer options] [corpus dir]
+    python -m netdicom2.fuzz.atheris_codec [libFuzzer options] [corpus dir]
 
 Hypothesis' ``fuzz_one_input`` turns the fuzzer's bytes into the same structured inputs the
 property tests draw (labelled PDUs, mutations, raw bytes) and raises on a violation of
@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from fuzz.properties import make_codec_property
+from netdicom2.fuzz.properties import make_codec_property
 
 __all__ = ["TEST", "fuzz_one_input", "main"]
 

@@ -33,14 +33,14 @@ from hypothesis import strategies as st
 from hypothesis.database import ExampleDatabase
 from hypothesis.errors import Flaky, HypothesisException, Unsatisfiable
 
-from fuzz.check import FAILURES, HARD_FAILURES, INTERP
-from fuzz.properties import check_codec, check_framing
-from fuzz.strategies import Case, cases, mutated_batch
-from fuzz.targets import Result, Target
-from fuzz.wire import OutOfTime
+from netdicom2.fuzz.check import FAILURES, HARD_FAILURES, INTERP
+from netdicom2.fuzz.properties import check_codec, check_framing
+from netdicom2.fuzz.strategies import Case, cases, mutated_batch
+from netdicom2.fuzz.targets import Result, Target
+from netdicom2.fuzz.wire import OutOfTime
 
 if TYPE_CHECKING:
-    from fuzz.pool import Pool
+    from netdicom2.fuzz.pool import Pool
 
 __all__ = ["FuzzFinding", "Stats", "replay", "run_campaign", "signature"]
 
@@ -257,7 +257,7 @@ class _Campaign:
 
     def shrink(self) -> None:
         """Shrink the waiting findings against the target, within what is left of the budgets."""
-        from fuzz.shrink import shrink_findings
+        from netdicom2.fuzz.shrink import shrink_findings
 
         began = time.monotonic()
         limit = began + self.shrink_budget
@@ -354,7 +354,7 @@ def run_campaign(
     if replay_only:
         phases = [Phase.reuse]
     if jobs > 1 and not white_box:
-        from fuzz.pool import Pool
+        from netdicom2.fuzz.pool import Pool
 
         chunk = max(chunk, 100)
     handlers: list[Callable[[Result], None]] = []

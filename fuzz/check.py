@@ -12,9 +12,9 @@ import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from fuzz.oracle import Frame, MatchResult, Observed, Policy, frame_of, match
-from fuzz.spec import ARTIM_STATES, PDU_EVENT
-from fuzz.validate import VALID, judge
+from netdicom2.fuzz.oracle import Frame, MatchResult, Observed, Policy, frame_of, match
+from netdicom2.fuzz.spec import ARTIM_STATES, PDU_EVENT
+from netdicom2.fuzz.validate import VALID, judge
 
 __all__ = ["Facts", "Judgement", "artim_pending", "evaluate", "receiver_frames"]
 

@@ -28,9 +28,6 @@ from typing import Any
 
 from hypothesis.database import DirectoryBasedExampleDatabase, ExampleDatabase
 
-from fuzz.campaign import Stats, replay, run_campaign
-from fuzz.check import HARD_FAILURES
-from fuzz.targets import LocalTarget, Target
 from netdicom2.cli import (
     JobError,
     UsageError,
@@ -40,6 +37,9 @@ from netdicom2.cli import (
     output_path,
     seconds,
 )
+from netdicom2.fuzz.campaign import Stats, replay, run_campaign
+from netdicom2.fuzz.check import HARD_FAILURES
+from netdicom2.fuzz.targets import LocalTarget, Target
 
 __all__ = ["add_subcommand", "main", "make_database", "parse_duration"]
 
@@ -132,7 +132,7 @@ def make_database(spec: str) -> ExampleDatabase | None:
 def make_target(args: argparse.Namespace) -> Target:
     """local, provider, HOST:PORT (a remote acceptor), or --listen (a remote requestor)."""
     if args.listen is not None:
-        from fuzz.listen import RequestorTarget
+        from netdicom2.fuzz.listen import RequestorTarget
 
         host, port = args.listen
         try:
@@ -142,7 +142,7 @@ def make_target(args: argparse.Namespace) -> Target:
             raise JobError(f"cannot listen on {host}:{port}: {reason}") from None
     if args.target == "local":
         return LocalTarget(artim=args.artim or 30.0)
-    from fuzz.nettargets import ProviderTarget, RemoteTarget
+    from netdicom2.fuzz.nettargets import ProviderTarget, RemoteTarget
 
     if args.target == "provider":
         return ProviderTarget(artim=args.artim or 0.2)
@@ -218,7 +218,7 @@ def _replay_files(paths: list[Path]) -> list[Path]:
             raise UsageError(f"--replay {path}: no such file or folder")
     if not files:
         raise UsageError(f"--replay {' '.join(map(str, paths))}: no .json case in it")
-    from fuzz.strategies import Case
+    from netdicom2.fuzz.strategies import Case
 
     for path in files:
         try:
@@ -271,7 +271,7 @@ def _campaign(args: argparse.Namespace, target: Target, database: ExampleDatabas
     display = _Display(plain=args.plain or not sys.stdout.isatty())
     timeline: Any = None
     if args.html is not None:  # reports/ is optional: only --html needs it
-        from reports.html_fuzz import Timeline
+        from netdicom2.reports.html_fuzz import Timeline
 
         timeline = Timeline()
     with display:
@@ -293,7 +293,7 @@ def _campaign(args: argparse.Namespace, target: Target, database: ExampleDatabas
     if args.json is not None:
         args.json.write_text(json.dumps(summary, indent=1))
     if args.html is not None:  # reports/ renders the summary, with the samples taken above
-        from reports.html_fuzz import write_fuzz_html
+        from netdicom2.reports.html_fuzz import write_fuzz_html
 
         write_fuzz_html(summary, args.html, timeline.finish(summary))
     if stats.interrupted is not None:

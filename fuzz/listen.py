@@ -18,12 +18,12 @@ import socket
 import subprocess
 import time
 
-from fuzz.check import Facts, Judgement, evaluate
-from fuzz.oracle import Policy
-from fuzz.scenarios import SCENARIOS
-from fuzz.strategies import Case
-from fuzz.targets import Result, first_ac
-from fuzz.wire import Peer, run_setup
+from netdicom2.fuzz.check import Facts, Judgement, evaluate
+from netdicom2.fuzz.oracle import Policy
+from netdicom2.fuzz.scenarios import SCENARIOS
+from netdicom2.fuzz.strategies import Case
+from netdicom2.fuzz.targets import Result, first_ac
+from netdicom2.fuzz.wire import Peer, run_setup
 
 __all__ = ["REQUESTOR_SCENARIOS", "RequestorTarget"]
 
@@ -148,7 +148,7 @@ class RequestorTarget:
                 steps = tuple(s for s in scenario.steps if not s.startswith("sync:"))
                 facts.setup_error = run_setup(peer, steps, facts, None)
                 if peer.outputs and not self.identity:
-                    from fuzz.nettargets import identity
+                    from netdicom2.fuzz.nettargets import identity
 
                     self.identity = identity(peer.outputs[0])
                 if not facts.setup_error:

@@ -16,17 +16,17 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from conformance.table import INDICATING
-from fuzz.check import Facts, Judgement, artim_pending, evaluate
-from fuzz.interp import NETDICOM2
-from fuzz.oracle import Policy
-from fuzz.scenarios import PIPELINE_PREFIX, SCENARIOS, black_box_scenarios
-from fuzz.strategies import Case
-from fuzz.targets import Result, _prefix, _requestor_rq, _User, first_ac
-from fuzz.wire import Peer, run_setup, setup_pdu
+from netdicom2.conformance.table import INDICATING
 from netdicom2.connection import Transition
 from netdicom2.dulprovider import DULServiceProvider
 from netdicom2.exceptions import NetDicomError, TimeoutError
+from netdicom2.fuzz.check import Facts, Judgement, artim_pending, evaluate
+from netdicom2.fuzz.interp import NETDICOM2
+from netdicom2.fuzz.oracle import Policy
+from netdicom2.fuzz.scenarios import PIPELINE_PREFIX, SCENARIOS, black_box_scenarios
+from netdicom2.fuzz.strategies import Case
+from netdicom2.fuzz.targets import Result, _prefix, _requestor_rq, _User, first_ac
+from netdicom2.fuzz.wire import Peer, run_setup, setup_pdu
 
 __all__ = ["ProviderTarget", "RemoteTarget", "identity", "parse_address"]
 

@@ -17,8 +17,8 @@ import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from fuzz.spec import ARTIM_STATES, EFFECTS, PDU_EVENT, load_table
-from fuzz.validate import INVALID, VALID, Verdict
+from netdicom2.fuzz.spec import ARTIM_STATES, EFFECTS, PDU_EVENT, load_table
+from netdicom2.fuzz.validate import INVALID, VALID, Verdict
 
 __all__ = ["Frame", "MatchResult", "Observed", "Policy", "frame_of", "match", "wire_kind"]
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
-from fuzz.strategies import Case
-from fuzz.targets import Result, Target
-from fuzz.wire import OutOfTime
+from netdicom2.fuzz.strategies import Case
+from netdicom2.fuzz.targets import Result, Target
+from netdicom2.fuzz.wire import OutOfTime
 
 __all__ = ["Pool"]
 

@@ -16,10 +16,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fuzz.strategies import labelled_pdus, mutated
-from fuzz.validate import INVALID, VALID, judge
 from netdicom2.exceptions import PDUDecodeError
 from netdicom2.framing import PDUFramer
+from netdicom2.fuzz.strategies import labelled_pdus, mutated
+from netdicom2.fuzz.validate import INVALID, VALID, judge
 from netdicom2.pdu import PDU, decode
 
 __all__ = ["check_codec", "check_framing", "codec_inputs", "make_codec_property"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fuzz.oracle import Policy
+from netdicom2.fuzz.oracle import Policy
 
 __all__ = ["PIPELINE_PREFIX", "SCENARIOS", "Scenario", "UserScript", "black_box_scenarios"]
 

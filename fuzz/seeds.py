@@ -1,6 +1,7 @@
 """Seed byte streams: a small corpus made by netdicom2's own codec, plus external captures.
 
-``python -m fuzz.seeds`` rewrites ``fuzz/seeds/*.bin`` from the codec (A-ASSOCIATE-RQ/AC/RJ,
+``python -m netdicom2.fuzz.seeds`` rewrites ``fuzz/seeds/*.bin`` from the codec
+(A-ASSOCIATE-RQ/AC/RJ,
 P-DATA-TF with a C-ECHO, A-RELEASE-RQ/RP, A-ABORT). The external seeds (ProFuzzBench's DCMTK
 client sessions, dcm4che's "naughty" A-ASSOCIATE-AC) are read in place from
 ``../shared/external-captures/seeds`` (or ``$NETDICOM2_EXTERNAL_SEEDS``) when present; they are

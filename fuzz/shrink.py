@@ -15,12 +15,12 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from fuzz.strategies import Case, Delivery
-from fuzz.targets import Result
-from fuzz.wire import OutOfTime
+from netdicom2.fuzz.strategies import Case, Delivery
+from netdicom2.fuzz.targets import Result
+from netdicom2.fuzz.wire import OutOfTime
 
 if TYPE_CHECKING:
-    from fuzz.campaign import _Campaign
+    from netdicom2.fuzz.campaign import _Campaign
 
 __all__ = ["shrink_case", "shrink_findings"]
 
@@ -33,7 +33,7 @@ class _NoTime(Exception):
 
 def shrink_findings(run: _Campaign, limit: float) -> None:
     """Shrink every finding (most frequent first) until ``limit``; record what happened."""
-    from fuzz.campaign import signature
+    from netdicom2.fuzz.campaign import signature
 
     findings = sorted(run.stats.findings.values(), key=lambda f: -f.count)
     for finding in findings:

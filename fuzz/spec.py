@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from conformance.table import cells as table_cells
+from netdicom2.conformance.table import cells as table_cells
 
 __all__ = [
     "ARTIM_STATES",

@@ -16,9 +16,9 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from fuzz import pdutree as t
-from fuzz.pdutree import Node
-from fuzz.seeds import seed_pdus
+from netdicom2.fuzz import pdutree as t
+from netdicom2.fuzz.pdutree import Node
+from netdicom2.fuzz.seeds import seed_pdus
 
 __all__ = [
     "Case",

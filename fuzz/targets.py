@@ -14,16 +14,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from fuzz.check import Facts, Judgement, evaluate
-from fuzz.interp import NETDICOM2
-from fuzz.oracle import Observed, wire_kind
-from fuzz.scenarios import PIPELINE_PREFIX, SCENARIOS, Scenario, UserScript
-from fuzz.strategies import Case
-from fuzz.validate import judge
-from fuzz.wire import accept_all, setup_pdu
 from netdicom2.acse import build_rq, negotiate
 from netdicom2.connection import CloseTransport, Connection, Effect, Indicate, SendPDU
 from netdicom2.exceptions import LocalProtocolError
+from netdicom2.fuzz.check import Facts, Judgement, evaluate
+from netdicom2.fuzz.interp import NETDICOM2
+from netdicom2.fuzz.oracle import Observed, wire_kind
+from netdicom2.fuzz.scenarios import PIPELINE_PREFIX, SCENARIOS, Scenario, UserScript
+from netdicom2.fuzz.strategies import Case
+from netdicom2.fuzz.validate import judge
+from netdicom2.fuzz.wire import accept_all, setup_pdu
 from netdicom2.pdu import (
     PDU,
     AAbortPDU,

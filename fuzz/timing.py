@@ -13,10 +13,10 @@ import socket
 import time
 from dataclasses import dataclass
 
-from fuzz.strategies import setup_rq
-from fuzz.wire import Peer
 from netdicom2.connection import CloseTransport, Connection, Effect, SendPDU
 from netdicom2.dulprovider import DULServiceProvider
+from netdicom2.fuzz.strategies import setup_rq
+from netdicom2.fuzz.wire import Peer
 
 __all__ = ["ArtimOutcome", "fake_clock", "wall_clock"]
 

@@ -14,11 +14,11 @@ import struct
 import time
 from collections.abc import Callable
 
-from fuzz import pdutree as t
-from fuzz.check import Facts
-from fuzz.oracle import Observed, wire_kind
-from fuzz.strategies import Case, setup_rq
-from fuzz.validate import judge
+from netdicom2.fuzz import pdutree as t
+from netdicom2.fuzz.check import Facts
+from netdicom2.fuzz.oracle import Observed, wire_kind
+from netdicom2.fuzz.strategies import Case, setup_rq
+from netdicom2.fuzz.validate import judge
 
 __all__ = ["MAX_KEPT_BYTES", "MAX_KEPT_PDUS", "OutOfTime", "Peer", "accept_all", "run_setup"]
 __all__ += ["setup_pdu"]

@@ -78,11 +78,11 @@ MAX_LENGTH = 0xFFFFFFFF
 SUBCOMMANDS: dict[str, str] = {
     "scp": "netdicom2.app_scp:add_subcommand",
     "echo": "netdicom2.app_scu:add_subcommands",
-    "conformance": "conformance.cli:add_subcommand",
-    "replay": "pcaps.cli:add_replay",
-    "record": "pcaps.cli:add_record",
-    "fuzz": "fuzz.cli:add_subcommand",
-    "report": "reports.cli:add_subcommand",
+    "conformance": "netdicom2.conformance.cli:add_subcommand",
+    "replay": "netdicom2.pcaps.cli:add_replay",
+    "record": "netdicom2.pcaps.cli:add_record",
+    "fuzz": "netdicom2.fuzz.cli:add_subcommand",
+    "report": "netdicom2.reports.cli:add_subcommand",
 }
 
 Handler = Callable[[argparse.Namespace], int]
@@ -310,4 +310,8 @@ def _fail(prog: str, message: str, status: int, debug: bool) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # `python -m netdicom2.cli`: run the imported module's main, whose UsageError/JobError
+    # are the classes the subcommands raise (this file, run as __main__, is a second copy).
+    from netdicom2.cli import main as imported_main
+
+    sys.exit(imported_main())

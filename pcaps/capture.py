@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pcaps.dissect import UNKNOWN, TcpSegment, tcp_segment
-from pcaps.pcapfile import FileStats, Limits, NotACapture, read_frames
-from pcaps.reassembly import FIN, RST, SYN, Segment
+from netdicom2.pcaps.dissect import UNKNOWN, TcpSegment, tcp_segment
+from netdicom2.pcaps.pcapfile import FileStats, Limits, NotACapture, read_frames
+from netdicom2.pcaps.reassembly import FIN, RST, SYN, Segment
 
 __all__ = ["Endpoint", "TcpConnection", "read_connections"]
 

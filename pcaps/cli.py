@@ -54,7 +54,7 @@ def _folder(text: str) -> Path:
 def add_replay(sub: SubParsers) -> None:
     """Register `netdicom2 replay`."""
     from netdicom2.cli import bounded_int, output_path, seconds
-    from pcaps.ignore import RULES
+    from netdicom2.pcaps.ignore import RULES
 
     p = sub.add_parser(
         "replay",
@@ -251,7 +251,7 @@ def replay_lines(result: Any) -> list[str]:
 
 def run_replay(args: argparse.Namespace) -> int:
     """`netdicom2 replay` (``pcaps.replay_job``)."""
-    from pcaps.replay_job import run_replay as run
+    from netdicom2.pcaps.replay_job import run_replay as run
 
     return run(args)
 
@@ -261,7 +261,7 @@ def run_record(args: argparse.Namespace) -> int:
     import socket
 
     from netdicom2.cli import JobError, UsageError, connect_error
-    from pcaps.recorder import RecordingProxy
+    from netdicom2.pcaps.recorder import RecordingProxy
 
     logging.basicConfig(
         level=logging.WARNING - 10 * min(args.verbose, 2), format="netdicom2 record: %(message)s"

@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from netdicom2.exceptions import PDUDecodeError
+from netdicom2.pcaps.describe import PDU_NAMES, describe
+from netdicom2.pcaps.flows import Capture
 from netdicom2.pdu import decode
-from pcaps.describe import PDU_NAMES, describe
-from pcaps.flows import Capture
 
 __all__ = ["CodecIssue", "CodecReport", "check_codec"]
 

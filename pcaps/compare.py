@@ -14,6 +14,7 @@ from typing import Any
 
 from netdicom2.exceptions import PDUDecodeError
 from netdicom2.framing import Message, Reassembler
+from netdicom2.pcaps.describe import command_name, parse_command, sub_item_fields
 from netdicom2.pdu import (
     PDU,
     AAbortPDU,
@@ -22,7 +23,6 @@ from netdicom2.pdu import (
     AAssociateRqPDU,
     PDataTfPDU,
 )
-from pcaps.describe import command_name, parse_command, sub_item_fields
 
 __all__ = ["NORMALISED", "MessageAssembler", "compare_messages", "compare_pdus"]
 

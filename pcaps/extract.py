@@ -22,9 +22,9 @@ from pathlib import Path
 from netdicom2.dimse import part10_header
 from netdicom2.exceptions import PDUDecodeError
 from netdicom2.framing import Message, Reassembler
+from netdicom2.pcaps.describe import parse_command
+from netdicom2.pcaps.flows import DicomConnection, Direction
 from netdicom2.pdu import AAssociateAcPDU, PDataTfPDU
-from pcaps.describe import parse_command
-from pcaps.flows import DicomConnection, Direction
 
 __all__ = ["Extracted", "extract_datasets"]
 

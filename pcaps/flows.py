@@ -13,12 +13,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from netdicom2.pcaps.capture import CaptureStats, Endpoint, TcpConnection, read_connections
+from netdicom2.pcaps.describe import describe_command, parse_command
+from netdicom2.pcaps.pcapfile import Limits
+from netdicom2.pcaps.pdus import PduRecord, Skip, split_stream
+from netdicom2.pcaps.reassembly import Stream, reassemble
 from netdicom2.pdu import AAssociateAcPDU, AAssociateRjPDU, AAssociateRqPDU, PDataTfPDU
-from pcaps.capture import CaptureStats, Endpoint, TcpConnection, read_connections
-from pcaps.describe import describe_command, parse_command
-from pcaps.pcapfile import Limits
-from pcaps.pdus import PduRecord, Skip, split_stream
-from pcaps.reassembly import Stream, reassemble
 
 __all__ = ["DICOM_PORTS", "Capture", "DicomConnection", "Direction", "Event", "load_capture"]
 

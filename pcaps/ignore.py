@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from pcaps.plan import Difference
+from netdicom2.pcaps.plan import Difference
 
 __all__ = ["RULES", "apply_ignores", "rule_for"]
 

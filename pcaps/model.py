@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from conformance.table import cells
+from netdicom2.conformance.table import cells
+from netdicom2.pcaps.flows import DicomConnection, Event
 from netdicom2.pdu import AAbortPDU, AAssociateAcPDU, AAssociateRjPDU, AAssociateRqPDU
-from pcaps.flows import DicomConnection, Event
 
 __all__ = ["TABLE_9_10", "Finding", "Judgement", "Step", "judge"]
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 from netdicom2.exceptions import PDUDecodeError
 from netdicom2.framing import PDUFramer
+from netdicom2.pcaps.reassembly import Chunk, Stream
 from netdicom2.pdu import PDU, decode
-from pcaps.reassembly import Chunk, Stream
 
 __all__ = ["PduRecord", "Skip", "plausible_header", "split_stream"]
 

@@ -16,10 +16,10 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from conformance.table import INDICATING
+from netdicom2.conformance.table import INDICATING
 from netdicom2.exceptions import PDUDecodeError
+from netdicom2.pcaps.model import Finding, Judgement, Step
 from netdicom2.pdu import PDU, AAbortPDU, decode
-from pcaps.model import Finding, Judgement, Step
 
 __all__ = [
     "INDICATING",
@@ -324,7 +324,7 @@ class Wire:
 
 def describe_bytes(data: bytes) -> str:
     """A PDU's one-line summary, or why it does not decode."""
-    from pcaps.describe import describe
+    from netdicom2.pcaps.describe import describe
 
     try:
         return describe(decode(data))

@@ -1,6 +1,6 @@
 """Record the regression corpus: real peers on loopback, through the recording proxy.
 
-    python -m pcaps.record_corpus [--only NAME ...] [--out DIR]
+    python -m netdicom2.pcaps.record_corpus [--only NAME ...] [--out DIR]
 
 The script re-executes itself under ``unshare -n`` with only the loopback interface up, so the
 servers it starts (DCMTK storescp, Orthanc, a pynetdicom SCP, netdicom2's SCP) can bind no
@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conformance.tools import system_binary
-from pcaps import corpus_clients
-from pcaps.part10 import secondary_capture
-from pcaps.recorder import RecordingProxy
+from netdicom2.conformance.tools import system_binary
+from netdicom2.pcaps import corpus_clients
+from netdicom2.pcaps.part10 import secondary_capture
+from netdicom2.pcaps.recorder import RecordingProxy
 
 __all__ = ["SCENARIOS", "Scenario", "main"]
 
@@ -420,10 +420,10 @@ def _versions() -> dict[str, str]:
 
 def _analyse(path: Path, server_port: int) -> dict[str, Any]:
     """What the tooling finds in a freshly recorded capture."""
-    from pcaps.codec_check import check_codec
-    from pcaps.describe import PDU_NAMES
-    from pcaps.flows import load_capture
-    from pcaps.model import judge
+    from netdicom2.pcaps.codec_check import check_codec
+    from netdicom2.pcaps.describe import PDU_NAMES
+    from netdicom2.pcaps.flows import load_capture
+    from netdicom2.pcaps.model import judge
 
     capture = load_capture(path, [server_port])
     codec = check_codec(capture)
@@ -481,12 +481,13 @@ def write_manifest(corpus: dict[str, Any], path: Path) -> None:
     lines = [
         "# The pcaps regression corpus",
         "",
-        "Recorded by `python -m pcaps.record_corpus` (do not edit: regenerate). Every capture is",
-        "one client's connection relayed through `pcaps.recorder.RecordingProxy` to one server,",
+        "Recorded by `python -m netdicom2.pcaps.record_corpus` (do not edit: regenerate).",
+        "Every capture is one client's connection relayed through",
+        "`netdicom2.pcaps.recorder.RecordingProxy` to one server,",
         "all inside a private network namespace (`unshare -n`, loopback only). The server port",
         "in each file is the real server's; the client address is the client's.",
         "",
-        "Regenerate with `python -m pcaps.record_corpus [--only NAME ...]` (root, for",
+        "Regenerate with `python -m netdicom2.pcaps.record_corpus [--only NAME ...]` (root, for",
         "`unshare -n`; needs DCMTK, Orthanc, pynetdicom). `sequence`: `>` requestor to",
         "acceptor, `<` back; FIN/RST are the TCP closes. `findings`: where the analysis",
         "(`pcaps.model`) found a recorded peer leaving PS3.8, as `side cell`; see docs/pcaps.md.",
@@ -529,7 +530,7 @@ def _reexec_in_netns(argv: list[str]) -> int:
         "sh",
         sys.executable,
         "-m",
-        "pcaps.record_corpus",
+        "netdicom2.pcaps.record_corpus",
         *argv,
     ]
     return subprocess.run(command, env=env, check=False).returncode

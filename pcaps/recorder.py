@@ -31,7 +31,7 @@ from typing import Any
 
 __all__ = ["PcapSink", "RecordingProxy"]
 
-log = logging.getLogger("pcaps.recorder")
+log = logging.getLogger("netdicom2.pcaps.recorder")
 
 Endpoint = tuple[str, int]
 Connector = Callable[[Endpoint], socket.socket]

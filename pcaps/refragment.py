@@ -16,9 +16,9 @@ from __future__ import annotations
 import struct
 
 from netdicom2.items import PresentationDataValueItem
+from netdicom2.pcaps.pdus import PduRecord
+from netdicom2.pcaps.reassembly import Stream
 from netdicom2.pdu import PDataTfPDU
-from pcaps.pdus import PduRecord
-from pcaps.reassembly import Stream
 
 __all__ = ["capture_lost", "fill_hole", "refragment"]
 

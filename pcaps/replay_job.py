@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from netdicom2.cli import JobError, UsageError, connect_error
-from pcaps.pcapfile import Limits
+from netdicom2.pcaps.pcapfile import Limits
 
 __all__ = ["EXIT_UNREACHABLE", "run_replay"]
 
@@ -97,7 +97,7 @@ def _validate(args: argparse.Namespace) -> None:
 
 def _codec(job: _Job, path: Path, capture: Any, entry: dict[str, Any], warned: bool) -> None:
     """``--check codec`` on one capture."""
-    from pcaps.codec_check import check_codec
+    from netdicom2.pcaps.codec_check import check_codec
 
     args = job.args
     codec = check_codec(capture)
@@ -126,9 +126,9 @@ def _codec(job: _Job, path: Path, capture: Any, entry: dict[str, Any], warned: b
 
 def _replays(job: _Job, path: Path, capture: Any, entry: dict[str, Any], warned: bool) -> None:
     """``--against``: replay every connection of one capture."""
-    from pcaps.cli import replay_lines
-    from pcaps.replay_local import replay_local
-    from pcaps.replay_remote import replay_remote
+    from netdicom2.pcaps.cli import replay_lines
+    from netdicom2.pcaps.replay_local import replay_local
+    from netdicom2.pcaps.replay_remote import replay_remote
 
     args = job.args
     results: list[Any] = []
@@ -136,7 +136,7 @@ def _replays(job: _Job, path: Path, capture: Any, entry: dict[str, Any], warned:
     down: str | None = None
     for conn in capture.connections:
         if job.listener is not None:
-            from pcaps.replay_listen import replay_listen
+            from netdicom2.pcaps.replay_listen import replay_listen
 
             batch = [
                 replay_listen(
@@ -203,7 +203,7 @@ def _replays(job: _Job, path: Path, capture: Any, entry: dict[str, Any], warned:
 
 def _extract(job: _Job, path: Path, capture: Any, entry: dict[str, Any]) -> None:
     """``--extract DIR``: the capture's C-STORE data sets as Part 10 files."""
-    from pcaps.extract import extract_datasets
+    from netdicom2.pcaps.extract import extract_datasets
 
     files: list[str] = []
     skipped: list[str] = []
@@ -221,7 +221,7 @@ def _extract(job: _Job, path: Path, capture: Any, entry: dict[str, Any]) -> None
 
 def _one(job: _Job, path: Path, limits: Limits) -> None:
     """Load one capture, report what reading it met, check or replay it."""
-    from pcaps.flows import load_capture
+    from netdicom2.pcaps.flows import load_capture
 
     args = job.args
     entry: dict[str, Any] = {"file": str(path)}
@@ -266,7 +266,7 @@ def _write_reports(job: _Job) -> None:
     if args.json is not None:
         args.json.write_text(json.dumps(job.report, indent=2, default=str))
     if args.html is not None:  # reports/ renders the same data as --json writes
-        from reports.html_replay import write_replay_html
+        from netdicom2.reports.html_replay import write_replay_html
 
         data = json.loads(json.dumps(job.report, default=str))
         write_replay_html(data, args.html, ports=args.port)

@@ -31,15 +31,15 @@ from pathlib import Path
 from netdicom2.exceptions import PDUDecodeError
 from netdicom2.framing import Message
 from netdicom2.items import PresentationDataValueItem
+from netdicom2.pcaps.compare import MessageAssembler, compare_messages, compare_pdus
+from netdicom2.pcaps.describe import parse_command
+from netdicom2.pcaps.flows import DicomConnection, Event
+from netdicom2.pcaps.ignore import apply_ignores
+from netdicom2.pcaps.model import judge
+from netdicom2.pcaps.pdus import PduRecord
+from netdicom2.pcaps.plan import Difference, ReplayResult, Wire, describe_bytes
+from netdicom2.pcaps.refragment import refragment
 from netdicom2.pdu import AAssociateRqPDU, PDataTfPDU, decode
-from pcaps.compare import MessageAssembler, compare_messages, compare_pdus
-from pcaps.describe import parse_command
-from pcaps.flows import DicomConnection, Event
-from pcaps.ignore import apply_ignores
-from pcaps.model import judge
-from pcaps.pdus import PduRecord
-from pcaps.plan import Difference, ReplayResult, Wire, describe_bytes
-from pcaps.refragment import refragment
 
 __all__ = ["ListenReplay", "patch_response"]
 

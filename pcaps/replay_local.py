@@ -18,10 +18,9 @@ from collections.abc import Callable
 from netdicom2.dulprovider import DULServiceProvider
 from netdicom2.exceptions import NetDicomError
 from netdicom2.items import PresentationDataValueItem
-from netdicom2.pdu import AAbortPDU, PDataTfPDU, decode
-from pcaps.flows import DicomConnection
-from pcaps.model import Judgement, judge
-from pcaps.plan import (
+from netdicom2.pcaps.flows import DicomConnection
+from netdicom2.pcaps.model import Judgement, judge
+from netdicom2.pcaps.plan import (
     Difference,
     ExpectEOF,
     ExpectPDU,
@@ -35,7 +34,8 @@ from pcaps.plan import (
     build_plan,
     describe_bytes,
 )
-from pcaps.refragment import capture_lost
+from netdicom2.pcaps.refragment import capture_lost
+from netdicom2.pdu import AAbortPDU, PDataTfPDU, decode
 
 __all__ = ["replay_local"]
 

@@ -19,16 +19,16 @@ from dataclasses import dataclass, field
 
 from netdicom2.cli import connect_error
 from netdicom2.exceptions import PDUDecodeError
+from netdicom2.pcaps.compare import MessageAssembler, compare_messages, compare_pdus
+from netdicom2.pcaps.describe import PDU_NAMES
+from netdicom2.pcaps.flows import DicomConnection, Event
+from netdicom2.pcaps.ignore import apply_ignores
+from netdicom2.pcaps.model import judge
+from netdicom2.pcaps.pdus import PduRecord
+from netdicom2.pcaps.plan import Difference, ReplayResult, Wire, describe_bytes
+from netdicom2.pcaps.reassembly import Stream
+from netdicom2.pcaps.refragment import capture_lost, fill_hole, refragment
 from netdicom2.pdu import AAssociateAcPDU, PDataTfPDU, decode
-from pcaps.compare import MessageAssembler, compare_messages, compare_pdus
-from pcaps.describe import PDU_NAMES
-from pcaps.flows import DicomConnection, Event
-from pcaps.ignore import apply_ignores
-from pcaps.model import judge
-from pcaps.pdus import PduRecord
-from pcaps.plan import Difference, ReplayResult, Wire, describe_bytes
-from pcaps.reassembly import Stream
-from pcaps.refragment import capture_lost, fill_hole, refragment
 
 _WIRE_LIMIT = 64 * 1024 * 1024  # largest PDU rebuilt from a capture with a hole
 

@@ -19,13 +19,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from reports.html_conformance import (
+from netdicom2.reports.html_conformance import (
     is_conformance_report,
     write_comparison_html,
     write_conformance_html,
 )
-from reports.html_fuzz import is_fuzz_summary, write_fuzz_html
-from reports.html_replay import is_replay_report, write_replay_html
+from netdicom2.reports.html_fuzz import is_fuzz_summary, write_fuzz_html
+from netdicom2.reports.html_replay import is_replay_report, write_replay_html
 
 __all__ = ["add_subcommand", "main"]
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from conformance.table import ACTIONS, EVENTS, STATES
 from netdicom2 import __version__
+from netdicom2.conformance.table import ACTIONS, EVENTS, STATES
 from netdicom2.fsm import Event, State
 
 __all__ = [

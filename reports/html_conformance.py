@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from reports.common import (
+from netdicom2.reports.common import (
     ACTION_TEXT,
     EVENT_TEXT,
     EVENTS,
@@ -25,7 +25,7 @@ from reports.common import (
     page,
     write_page,
 )
-from reports.common import VERDICTS as _COMMON_VERDICTS
+from netdicom2.reports.common import VERDICTS as _COMMON_VERDICTS
 
 __all__ = [
     "is_conformance_report",
@@ -72,8 +72,8 @@ def summary_bar(counts: Mapping[str, Any]) -> str:
 
 _REPLAY_HEAD = """from netdicom2.items import *
 from netdicom2.pdu import *
-from conformance.script import *
-from conformance.runner import execute
+from netdicom2.conformance.script import *
+from netdicom2.conformance.runner import execute
 """
 _DRIVERS = {
     "local": ("from conformance.local import LocalDriver", "LocalDriver(script)"),

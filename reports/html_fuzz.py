@@ -12,8 +12,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from conformance.table import cell as table_cell
-from reports.common import (
+from netdicom2.conformance.table import cell as table_cell
+from netdicom2.reports.common import (
     ACTION_TEXT,
     EVENT_TEXT,
     STATE_TEXT,

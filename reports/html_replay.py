@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conformance.table import ACTIONS, PDU_NAMES
-from reports.common import esc, kv_list, page, write_page
+from netdicom2.conformance.table import ACTIONS, PDU_NAMES
+from netdicom2.reports.common import esc, kv_list, page, write_page
 
 __all__ = [
     "Row",
@@ -80,8 +80,8 @@ def ladder_rows(
     conn: Any, replays: Sequence[Mapping[str, Any]], issues: Sequence[Mapping[str, Any]]
 ) -> list[Row]:
     """The steps of a recorded connection (pcaps.flows.DicomConnection), judged and annotated."""
-    from pcaps.describe import describe
-    from pcaps.model import judge
+    from netdicom2.pcaps.describe import describe
+    from netdicom2.pcaps.model import judge
 
     judgement = judge(conn)
     first = judgement.steps[0].time if judgement.steps else 0.0
@@ -265,7 +265,7 @@ svg.ladder g.step:hover .fields { fill: #1f2328; }
 def _load(path: Path, ports: Sequence[int]) -> tuple[Any, str]:
     """The capture (pcaps.flows.Capture) or None and why it could not be read."""
     try:
-        from pcaps.flows import load_capture
+        from netdicom2.pcaps.flows import load_capture
     except ImportError as exc:  # scapy is an optional extra
         return None, f"the pcap tooling is not installed ({exc})"
     try:

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TextIO
 
-from conformance.table import cells
+from netdicom2.conformance.table import cells
 
 __all__ = ["matrix_bar"]
 

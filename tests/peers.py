@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conformance.tools import system_binary
+from netdicom2.conformance.tools import system_binary
 
 CLONE_NEWNET = 0x40000000
 Connector = Callable[[tuple[str, int]], socket.socket]

@@ -103,7 +103,9 @@ def test_a_missing_extra_names_the_extra_whatever_the_options(
     real_import = cli.importlib.import_module
 
     def without_hypothesis(name: str, package: str | None = None) -> Any:
-        if name.endswith("fuzz.cli"):  # as if `pip install .` had left out the harness extra
+        if name.endswith(
+            "netdicom2.fuzz.cli"
+        ):  # as if `pip install .` had left out the harness extra
             exc = ModuleNotFoundError("No module named 'hypothesis'")
             exc.name = "hypothesis"
             raise exc

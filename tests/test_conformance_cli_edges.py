@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from conformance.planted import PlantedAcceptor
 from netdicom2.cli import main
+from netdicom2.conformance.planted import PlantedAcceptor
 
 ROOT = Path(__file__).resolve().parent.parent
 # What the `netdicom2` console script runs (not `python -m netdicom2.cli`, under which the
@@ -97,7 +97,7 @@ def test_nothing_runs_when_a_report_path_is_bad(
 
 
 def test_listen_defaults_to_loopback() -> None:
-    from conformance.cli import listen_address
+    from netdicom2.conformance.cli import listen_address
 
     assert listen_address("11112") == ("127.0.0.1", 11112)
     assert listen_address("0.0.0.0:11112") == ("0.0.0.0", 11112)

@@ -13,11 +13,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from conformance.matrix import Report, Target, run_matrix
-from conformance.planted import DEVIATIONS, PlantedAcceptor
-from conformance.recipes import Params, association_rq
-from conformance.remote import probe_idle
 from netdicom2.app_scp import StorageSCP
+from netdicom2.conformance.matrix import Report, Target, run_matrix
+from netdicom2.conformance.planted import DEVIATIONS, PlantedAcceptor
+from netdicom2.conformance.recipes import Params, association_rq
+from netdicom2.conformance.remote import probe_idle
 
 PARAMS = Params(artim=0.5, max_wait=3.0)
 ABORTS_STA2 = {"Sta2-Evt3", "Sta2-Evt4", "Sta2-Evt10", "Sta2-Evt12", "Sta2-Evt13", "Sta2-Evt19"}

@@ -1,6 +1,6 @@
 """The listen-mode matrix against a scripted requestor with planted deviations.
 
-``python -m conformance.planted_scu PORT [DEVIATION ...]`` is spawned for each cell; it
+``python -m netdicom2.conformance.planted_scu PORT [DEVIATION ...]`` is spawned for each cell; it
 conforms unless a deviation is named. A conforming requestor gets no fail; each deviation
 fails its own cells, and the cells that depend on them are inconclusive, naming them.
 """
@@ -11,9 +11,9 @@ import sys
 
 import pytest
 
-from conformance.matrix import Report, Target, run_matrix
-from conformance.planted_scu import DEVIATIONS
-from conformance.recipes import Params
+from netdicom2.conformance.matrix import Report, Target, run_matrix
+from netdicom2.conformance.planted_scu import DEVIATIONS
+from netdicom2.conformance.recipes import Params
 
 CELLS = {
     "Sta5-Evt3",
@@ -42,7 +42,7 @@ EXPECTED: dict[str, tuple[set[str], set[str]]] = {  # fail, inconclusive
 
 
 def _matrix(*deviations: str) -> Report:
-    spawn = (sys.executable, "-m", "conformance.planted_scu", "{port}", *deviations)
+    spawn = (sys.executable, "-m", "netdicom2.conformance.planted_scu", "{port}", *deviations)
     target = Target(
         "planted-scu",
         "remote-requestor",

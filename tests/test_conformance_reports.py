@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from conformance.matrix import CellResult, Report
-from conformance.report import grid_text, summary_line, to_junit, to_markdown
-from reports.html_conformance import render_conformance
+from netdicom2.conformance.matrix import CellResult, Report
+from netdicom2.conformance.report import grid_text, summary_line, to_junit, to_markdown
+from netdicom2.reports.html_conformance import render_conformance
 
 WHY = "could not reach Sta13 (tried release: step 5 (hold 0.3 s): closed (FIN)); explained by X"
 

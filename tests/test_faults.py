@@ -11,7 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from conformance.faults import (
+from netdicom2.acse import build_rq
+from netdicom2.conformance.faults import (
     Corrupt,
     Delay,
     Drop,
@@ -25,7 +26,6 @@ from conformance.faults import (
     random_splits,
     sweep_offsets,
 )
-from netdicom2.acse import build_rq
 from netdicom2.dulprovider import DULServiceProvider
 from netdicom2.fsm import State
 from netdicom2.pdu import AAbortPDU, decode

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fuzz.timing import PLACES, fake_clock, wall_clock
+from netdicom2.fuzz.timing import PLACES, fake_clock, wall_clock
 
 artims = st.floats(0.001, 600.0, allow_nan=False)
 fractions = st.floats(0.0, 3.0, allow_nan=False)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from fuzz.cli import parse_duration
 from netdicom2.cli import main
+from netdicom2.fuzz.cli import parse_duration
 
 
 def test_fuzz_local_smoke_writes_the_summary(

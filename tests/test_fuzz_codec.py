@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from strategies_codec import pdus
 
-from fuzz.atheris_codec import TEST, fuzz_one_input
-from fuzz.properties import check_codec, check_framing, make_codec_property
-from fuzz.validate import INVALID, judge
+from netdicom2.fuzz.atheris_codec import TEST, fuzz_one_input
+from netdicom2.fuzz.properties import check_codec, check_framing, make_codec_property
+from netdicom2.fuzz.validate import INVALID, judge
 from netdicom2.pdu import PDU
 
 # Bounded by the active profile ("ci": 200 examples; "long" for campaigns).

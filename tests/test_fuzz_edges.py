@@ -22,14 +22,14 @@ from pathlib import Path
 import pytest
 from peers import free_port
 
-from fuzz import pdutree as t
-from fuzz.campaign import run_campaign
-from fuzz.cli import exit_status
-from fuzz.nettargets import RemoteTarget
-from fuzz.targets import Target
-from fuzz.wire import accept_all
 from netdicom2.app_scp import StorageSCP
 from netdicom2.cli import main
+from netdicom2.fuzz import pdutree as t
+from netdicom2.fuzz.campaign import run_campaign
+from netdicom2.fuzz.cli import exit_status
+from netdicom2.fuzz.nettargets import RemoteTarget
+from netdicom2.fuzz.targets import Target
+from netdicom2.fuzz.wire import accept_all
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -277,8 +277,8 @@ def _floods(conn: socket.socket) -> None:
 
 
 def test_a_flooding_peer_leaves_a_bounded_case_and_corpus(tmp_path: Path) -> None:
-    from fuzz.strategies import Case
-    from fuzz.wire import MAX_KEPT_BYTES, MAX_KEPT_PDUS
+    from netdicom2.fuzz.strategies import Case
+    from netdicom2.fuzz.wire import MAX_KEPT_BYTES, MAX_KEPT_PDUS
 
     with _acceptor(_floods) as address:
         target = RemoteTarget(address, response_timeout=0.5, quiet=0.05)
@@ -294,8 +294,8 @@ def test_a_flooding_peer_leaves_a_bounded_case_and_corpus(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("kind", ["local", "provider", "remote"])
 def test_the_budget_is_a_deadline_within_a_second(kind: str, tmp_path: Path) -> None:
-    from fuzz.nettargets import ProviderTarget
-    from fuzz.targets import LocalTarget
+    from netdicom2.fuzz.nettargets import ProviderTarget
+    from netdicom2.fuzz.targets import LocalTarget
 
     with StorageSCP("127.0.0.1", 0, artim_timeout=0.5, output_dir=tmp_path) as scp:
         makers: dict[str, Callable[[], Target]] = {

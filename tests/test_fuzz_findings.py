@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fuzz import pdutree as t
-from fuzz.campaign import run_campaign, signature
-from fuzz.check import Judgement
-from fuzz.shrink import shrink_case
-from fuzz.strategies import Case, Delivery
-from fuzz.targets import Result
+from netdicom2.fuzz import pdutree as t
+from netdicom2.fuzz.campaign import run_campaign, signature
+from netdicom2.fuzz.check import Judgement
+from netdicom2.fuzz.shrink import shrink_case
+from netdicom2.fuzz.strategies import Case, Delivery
+from netdicom2.fuzz.targets import Result
 
 KEY = "in Sta2, next Evt16, saw nothing"
 

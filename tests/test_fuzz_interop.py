@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from peers import NetnsServer, dcmtk_storescp, pynetdicom_scp
 
-from fuzz.campaign import run_campaign
-from fuzz.nettargets import RemoteTarget
+from netdicom2.fuzz.campaign import run_campaign
+from netdicom2.fuzz.nettargets import RemoteTarget
 
 pytestmark = pytest.mark.interop
 
@@ -57,7 +57,7 @@ FINDINGS = Path(__file__).resolve().parents[1] / "fuzz" / "findings"
 
 @pytest.mark.parametrize("name", sorted(PEERS))
 def test_recorded_findings_still_reproduce(name: str, tmp_path: Path) -> None:
-    from fuzz.campaign import replay
+    from netdicom2.fuzz.campaign import replay
 
     files = sorted(FINDINGS.glob(f"{name}-*.json"))
     assert files

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from fuzz import pdutree as t
-from fuzz.check import FAILURES, INTERP
-from fuzz.interp import ACCEPT, EVT19, NETDICOM2, RULES
-from fuzz.strategies import IMPLEMENTATION_UID, IMPLICIT_LE, Case, Delivery
-from fuzz.targets import LocalTarget
+from netdicom2.fuzz import pdutree as t
+from netdicom2.fuzz.check import FAILURES, INTERP
+from netdicom2.fuzz.interp import ACCEPT, EVT19, NETDICOM2, RULES
+from netdicom2.fuzz.strategies import IMPLEMENTATION_UID, IMPLICIT_LE, Case, Delivery
+from netdicom2.fuzz.targets import LocalTarget
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "fuzzing.md"
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from peers import require
 
-from fuzz.campaign import run_campaign
-from fuzz.listen import RequestorTarget
 from netdicom2.cli import main
+from netdicom2.fuzz.campaign import run_campaign
+from netdicom2.fuzz.listen import RequestorTarget
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from fuzz.campaign import run_campaign
-from fuzz.nettargets import ProviderTarget, RemoteTarget
-from fuzz.targets import LocalTarget
 from netdicom2.app_scp import StorageSCP
+from netdicom2.fuzz.campaign import run_campaign
+from netdicom2.fuzz.nettargets import ProviderTarget, RemoteTarget
+from netdicom2.fuzz.targets import LocalTarget
 
 pytestmark = pytest.mark.slow
 

@@ -6,12 +6,12 @@ import struct
 
 import pytest
 
-from fuzz import pdutree as t
-from fuzz.check import receiver_frames
-from fuzz.oracle import Frame, Observed, Policy, match, wire_kind
-from fuzz.spec import csv_path, load_table, parse_csv, parse_embedded
-from fuzz.strategies import setup_rq
-from fuzz.validate import EITHER, INVALID, VALID, judge
+from netdicom2.fuzz import pdutree as t
+from netdicom2.fuzz.check import receiver_frames
+from netdicom2.fuzz.oracle import Frame, Observed, Policy, match, wire_kind
+from netdicom2.fuzz.spec import csv_path, load_table, parse_csv, parse_embedded
+from netdicom2.fuzz.strategies import setup_rq
+from netdicom2.fuzz.validate import EITHER, INVALID, VALID, judge
 from tests.shared import STATE_TABLE, require_shared
 
 ABORT_USER = t.abort(0, 0).encode()

@@ -20,14 +20,14 @@ from collections.abc import Iterator
 import pytest
 from peers import free_port, require
 
-from fuzz.cli import make_database
+from netdicom2.fuzz.cli import make_database
 
 WORKER = """
 import json, sys
-from fuzz.campaign import run_campaign
-from fuzz.check import Judgement
-from fuzz.cli import make_database
-from fuzz.targets import LocalTarget
+from netdicom2.fuzz.campaign import run_campaign
+from netdicom2.fuzz.check import Judgement
+from netdicom2.fuzz.cli import make_database
+from netdicom2.fuzz.targets import LocalTarget
 
 class Faulty(LocalTarget):
     def run(self, case):

@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from fuzz.campaign import replay, run_campaign
-from fuzz.check import HARD_FAILURES
-from fuzz.nettargets import ProviderTarget
-from fuzz.scenarios import SCENARIOS
-from fuzz.strategies import Case, Delivery
-from fuzz.targets import LocalTarget
-from fuzz.wire import setup_pdu
+from netdicom2.fuzz.campaign import replay, run_campaign
+from netdicom2.fuzz.check import HARD_FAILURES
+from netdicom2.fuzz.nettargets import ProviderTarget
+from netdicom2.fuzz.scenarios import SCENARIOS
+from netdicom2.fuzz.strategies import Case, Delivery
+from netdicom2.fuzz.targets import LocalTarget
+from netdicom2.fuzz.wire import setup_pdu
 
 EXAMPLES = settings.default.max_examples  # "ci": 200, "dev": 50, "long": 20 000
 
@@ -102,6 +102,6 @@ def test_saved_findings_replay_with_a_one_line_command(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["RQ", "RQv0", "REL-RQ", "RP"])
 def test_setup_pdus_are_well_formed(name: str) -> None:
-    from fuzz.validate import VALID, judge
+    from netdicom2.fuzz.validate import VALID, judge
 
     assert judge(setup_pdu(name)).level == VALID

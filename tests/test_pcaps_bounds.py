@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from netdicom2.cli import main
-from pcaps.pcapfile import FileStats, Limits, read_frames
-from pcaps.pdus import split_stream
-from pcaps.reassembly import Segment, reassemble
+from netdicom2.pcaps.pcapfile import FileStats, Limits, read_frames
+from netdicom2.pcaps.pdus import split_stream
+from netdicom2.pcaps.reassembly import Segment, reassemble
 
 PCAP_HEADER = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1)
 GIB = 1024**3

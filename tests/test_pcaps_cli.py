@@ -10,10 +10,10 @@ import pytest
 
 from netdicom2.app_scp import StorageSCP
 from netdicom2.cli import main
-from pcaps.cli import parse_endpoint
-from pcaps.corpus import corpus_entries
-from pcaps.flows import load_capture
-from pcaps.replay_local import replay_local
+from netdicom2.pcaps.cli import parse_endpoint
+from netdicom2.pcaps.corpus import corpus_entries
+from netdicom2.pcaps.flows import load_capture
+from netdicom2.pcaps.replay_local import replay_local
 from tests.pcaps_helpers import Conversation, write
 
 BY_NAME = {Path(e["file"]).stem: str(e["path"]) for e in corpus_entries()}

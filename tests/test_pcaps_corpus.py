@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from pcaps.codec_check import check_codec
-from pcaps.corpus import EXTERNAL, EXTERNAL_DIR, ExternalCapture, corpus_entries
-from pcaps.flows import Capture, load_capture
-from pcaps.model import judge
-from pcaps.replay_local import replay_local
+from netdicom2.pcaps.codec_check import check_codec
+from netdicom2.pcaps.corpus import EXTERNAL, EXTERNAL_DIR, ExternalCapture, corpus_entries
+from netdicom2.pcaps.flows import Capture, load_capture
+from netdicom2.pcaps.model import judge
+from netdicom2.pcaps.replay_local import replay_local
 from tests.shared import require_shared
 
 ENTRIES = corpus_entries()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from netdicom2.cli import main
-from pcaps.corpus import corpus_entries
+from netdicom2.pcaps.corpus import corpus_entries
 from tests.peers import free_port
 
 BY_NAME = {Path(e["file"]).stem: str(e["path"]) for e in corpus_entries()}

@@ -20,10 +20,10 @@ import pytest
 
 from netdicom2.app_scp import StorageSCP
 from netdicom2.cli import main
-from pcaps.flows import load_capture
-from pcaps.pcapfile import FileStats, read_frames
-from pcaps.plan import ReplayResult
-from pcaps.replay_remote import replay_remote
+from netdicom2.pcaps.flows import load_capture
+from netdicom2.pcaps.pcapfile import FileStats, read_frames
+from netdicom2.pcaps.plan import ReplayResult
+from netdicom2.pcaps.replay_remote import replay_remote
 from tests.peers import dcmtk_storescp, pynetdicom_scp, require
 
 ROOT = Path(__file__).resolve().parents[1]

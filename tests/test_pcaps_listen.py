@@ -18,9 +18,9 @@ import pytest
 
 from netdicom2.app_scp import StorageSCP
 from netdicom2.cli import main
-from pcaps.describe import parse_command
-from pcaps.recorder import RecordingProxy
-from pcaps.replay_listen import patch_response
+from netdicom2.pcaps.describe import parse_command
+from netdicom2.pcaps.recorder import RecordingProxy
+from netdicom2.pcaps.replay_listen import patch_response
 from tests.dicomfiles import write_part10
 from tests.peers import require
 

@@ -6,10 +6,10 @@ import csv
 from pathlib import Path
 
 from netdicom2.items import PresentationDataValueItem
+from netdicom2.pcaps.flows import DicomConnection, load_capture
+from netdicom2.pcaps.model import TABLE_9_10, judge
+from netdicom2.pcaps.replay_local import replay_local
 from netdicom2.pdu import AAbortPDU, AAssociateRjPDU, AAssociateRqPDU, PDataTfPDU
-from pcaps.flows import DicomConnection, load_capture
-from pcaps.model import TABLE_9_10, judge
-from pcaps.replay_local import replay_local
 from tests.pcaps_helpers import Conversation, echo_pdus, write
 from tests.shared import STATE_TABLE, require_shared
 

@@ -11,9 +11,9 @@ from scapy.layers.l2 import CookedLinux, CookedLinuxV2, Ether, Loopback
 from scapy.packet import Padding, Raw
 from scapy.utils import wrpcapng
 
-from pcaps.flows import load_capture
-from pcaps.pdus import plausible_header, split_stream
-from pcaps.reassembly import FIN, SYN, Segment, reassemble
+from netdicom2.pcaps.flows import load_capture
+from netdicom2.pcaps.pdus import plausible_header, split_stream
+from netdicom2.pcaps.reassembly import FIN, SYN, Segment, reassemble
 from tests.pcaps_helpers import Conversation, echo_pdus, ether, write
 
 NAMES = [

@@ -21,11 +21,11 @@ from scapy.utils import rdpcap
 
 from netdicom2.app_scp import StorageSCP
 from netdicom2.app_scu import echo, store
-from pcaps.codec_check import check_codec
-from pcaps.flows import load_capture
-from pcaps.part10 import secondary_capture
-from pcaps.recorder import RecordingProxy
-from pcaps.replay_local import replay_local
+from netdicom2.pcaps.codec_check import check_codec
+from netdicom2.pcaps.flows import load_capture
+from netdicom2.pcaps.part10 import secondary_capture
+from netdicom2.pcaps.recorder import RecordingProxy
+from netdicom2.pcaps.replay_local import replay_local
 from tests.pcaps_helpers import echo_pdus
 
 

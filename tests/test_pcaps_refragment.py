@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from netdicom2.items import PresentationDataValueItem
+from netdicom2.pcaps.pdus import PduRecord
+from netdicom2.pcaps.reassembly import Segment, reassemble
+from netdicom2.pcaps.refragment import fill_hole, refragment
 from netdicom2.pdu import PDataTfPDU, decode
-from pcaps.pdus import PduRecord
-from pcaps.reassembly import Segment, reassemble
-from pcaps.refragment import fill_hole, refragment
 
 
 def _message(pdus: list[bytes]) -> list[tuple[int, int, bytes]]:

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from netdicom2.app_scp import StorageSCP
-from pcaps.compare import NORMALISED
-from pcaps.corpus import corpus_entries
-from pcaps.flows import DicomConnection, load_capture
-from pcaps.replay_remote import replay_remote
+from netdicom2.pcaps.compare import NORMALISED
+from netdicom2.pcaps.corpus import corpus_entries
+from netdicom2.pcaps.flows import DicomConnection, load_capture
+from netdicom2.pcaps.replay_remote import replay_remote
 from tests.peers import NetnsServer, dcmtk_storescp, orthanc, pynetdicom_scp
 
 BY_NAME = {Path(e["file"]).stem: e for e in corpus_entries()}

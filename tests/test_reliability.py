@@ -23,10 +23,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from conformance.faults import Drop, FaultProxy, sweep_offsets
 from netdicom2.acse import build_rq, negotiate
 from netdicom2.app_scp import StorageSCP, add_subcommand
 from netdicom2.app_scu import Association, AssociationError
+from netdicom2.conformance.faults import Drop, FaultProxy, sweep_offsets
 from netdicom2.connection import Transition
 from netdicom2.dimse import c_echo_rq, c_store_rq, encode_command
 from netdicom2.dulprovider import DULServiceProvider

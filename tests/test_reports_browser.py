@@ -20,10 +20,10 @@ from cdp import Browser
 from peers import require
 from test_reports_html import DATA, ROOT, load, replay_fixture
 
-from reports.common import ACTION_TEXT
-from reports.html_conformance import write_comparison_html, write_conformance_html
-from reports.html_fuzz import write_fuzz_html
-from reports.html_replay import write_replay_html
+from netdicom2.reports.common import ACTION_TEXT
+from netdicom2.reports.html_conformance import write_comparison_html, write_conformance_html
+from netdicom2.reports.html_fuzz import write_fuzz_html
+from netdicom2.reports.html_replay import write_replay_html
 
 REPORTS = ROOT / "conformance" / "reports"
 SCREENSHOTS = ROOT / "docs" / "screenshots"

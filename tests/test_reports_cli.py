@@ -10,7 +10,7 @@ import pytest
 from test_reports_html import DATA, ROOT, Elements
 
 from netdicom2.cli import main
-from reports.progress import matrix_bar
+from netdicom2.reports.progress import matrix_bar
 
 CORPUS = ROOT / "pcaps" / "corpus"
 PEERS = ROOT / "conformance" / "reports"

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from reports.common import esc
-from reports.html_conformance import render_comparison, render_conformance
-from reports.html_fuzz import Timeline, render_fuzz
-from reports.html_replay import render_replay
+from netdicom2.reports.common import esc
+from netdicom2.reports.html_conformance import render_comparison, render_conformance
+from netdicom2.reports.html_fuzz import Timeline, render_fuzz
+from netdicom2.reports.html_replay import render_replay
 
 ROOT = Path(__file__).resolve().parents[1]
 PEERS = sorted((ROOT / "conformance" / "reports").glob("*.json"))

@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 
 import pytest
+from netdicom2.conformance.test_local import IDS, check
 
-from conformance.matrix import Target
-from conformance.table import CellSpec, cells
-from conformance.test_local import IDS, check
+from netdicom2.conformance.matrix import Target
+from netdicom2.conformance.table import CellSpec, cells
 
 CELLS = cells()
 PROVIDER = Target("provider", "provider")

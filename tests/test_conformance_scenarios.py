@@ -13,11 +13,12 @@ import threading
 
 import pytest
 
-from conformance.local import LocalDriver
-from conformance.provider import ProviderDriver
-from conformance.recipes import ECHO, Params, association_rq, plan
-from conformance.runner import Run, execute
-from conformance.script import (
+from netdicom2.acse import build_rq
+from netdicom2.conformance.local import LocalDriver
+from netdicom2.conformance.provider import ProviderDriver
+from netdicom2.conformance.recipes import ECHO, Params, association_rq, plan
+from netdicom2.conformance.runner import Run, execute
+from netdicom2.conformance.script import (
     Expect,
     ExpectArtim,
     ExpectTransition,
@@ -29,8 +30,7 @@ from conformance.script import (
     UserExpectNothing,
     UserSend,
 )
-from conformance.table import PROVIDER_REASONS, cell
-from netdicom2.acse import build_rq
+from netdicom2.conformance.table import PROVIDER_REASONS, cell
 from netdicom2.dulprovider import DULServiceProvider
 from netdicom2.fsm import State
 from netdicom2.items import PresentationDataValueItem

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from conformance.table import ACTIONS, EVENTS, GRID, STATES, _parse, cell, cells
+from netdicom2.conformance.table import ACTIONS, EVENTS, GRID, STATES, _parse, cell, cells
 from tests.shared import STATE_TABLE, require_shared
 
 

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from conformance.matrix import Report, Target, run_matrix
-from conformance.recipes import Params
-from conformance.report import to_markdown, write_json
-from conformance.tools import system_binary
+from netdicom2.conformance.matrix import Report, Target, run_matrix
+from netdicom2.conformance.recipes import Params
+from netdicom2.conformance.report import to_markdown, write_json
+from netdicom2.conformance.tools import system_binary
 from tests.peers import (
     NetnsServer,
     dcmtk_storescp,

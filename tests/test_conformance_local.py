@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 import pytest
 
-from conformance.matrix import Target, run_cell
-from conformance.table import CellSpec, cell, cells
 from netdicom2 import actions
+from netdicom2.conformance.matrix import Target, run_cell
+from netdicom2.conformance.table import CellSpec, cell, cells
 from netdicom2.fsm import Action, State
 from netdicom2.pdu import AAbortPDU
 

@@ -9,12 +9,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from conformance import script as S
-from conformance.peer import Closed, Frame, Listener, PeerError, Wire
-from conformance.recipes import Params, plan
-from conformance.runner import frame_text, matches
-from conformance.script import Pdu, render
-from conformance.table import cell
+from netdicom2.conformance import script as S
+from netdicom2.conformance.peer import Closed, Frame, Listener, PeerError, Wire
+from netdicom2.conformance.recipes import Params, plan
+from netdicom2.conformance.runner import frame_text, matches
+from netdicom2.conformance.script import Pdu, render
+from netdicom2.conformance.table import cell
 from netdicom2.pdu import AAbortPDU, AReleaseRpPDU, AReleaseRqPDU, PDataTfPDU
 
 
