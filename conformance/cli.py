@@ -25,6 +25,7 @@ from netdicom2.cli import (
     bounded_int,
     connect_error,
     host_port,
+    listen_address,
     output_path,
     seconds,
 )
@@ -45,21 +46,6 @@ def cell_name(text: str) -> str:
             f"unknown cell {text!r}: expected StaN-EvtM with N in 1..13 and M in 1..19"
         )
     return text
-
-
-def listen_address(text: str) -> tuple[str, int]:
-    """An argparse type: [HOST:]PORT to listen on; HOST defaults to 127.0.0.1, PORT 0..65535."""
-    host, sep, port_text = text.rpartition(":")
-    host = host.strip("[]") if sep else ""
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"port {port_text!r} in {text!r} is not a number"
-        ) from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port {port} in {text!r} is not in 0..65535")
-    return host or "127.0.0.1", port
 
 
 def parse_target(args: argparse.Namespace) -> Target:

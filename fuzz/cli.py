@@ -34,6 +34,7 @@ from netdicom2.cli import (
     bounded_int,
     connect_error,
     host_port,
+    listen_address,
     output_path,
     seconds,
 )
@@ -72,16 +73,6 @@ def _target(text: str) -> str:
     except argparse.ArgumentTypeError as exc:
         raise argparse.ArgumentTypeError(f"{exc} (or local, provider)") from None
     return text
-
-
-def _listen(text: str) -> tuple[str, int]:
-    """[HOST:]PORT to listen on (default host 127.0.0.1; port 0 picks a free one)."""
-    if ":" not in text:
-        text = f"127.0.0.1:{text}"
-    host, _, port = text.rpartition(":")
-    if port == "0":
-        return host.strip("[]"), 0
-    return host_port(text)
 
 
 def _spawn(text: str) -> str:
@@ -163,7 +154,7 @@ def add_subcommand(subparsers: Any) -> None:
     where.add_argument("--target", type=_target, help="local | provider | HOST:PORT (acceptor)")
     where.add_argument(
         "--listen",
-        type=_listen,
+        type=listen_address,
         help="[HOST:]PORT: play a hostile acceptor to a requestor (default host 127.0.0.1)",
     )
     p.add_argument(

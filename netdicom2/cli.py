@@ -33,6 +33,7 @@ __all__ = [
     "bounded_int",
     "connect_error",
     "host_port",
+    "listen_address",
     "main",
     "output_path",
     "seconds",
@@ -171,11 +172,11 @@ def ae_title(text: str) -> str:
     return text
 
 
-def host_port(text: str) -> tuple[str, int]:
-    """An argparse type: HOST:PORT (or [V6]:PORT) with a port in 1..65535."""
+def _endpoint(text: str, lowest_port: int) -> tuple[str, bool, int]:
+    """(host, whether a HOST: was given, port) of [HOST:]PORT, HOST unbracketed ([V6])."""
     host, sep, port_text = text.rpartition(":")
-    if not sep or not host:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    if sep and not host:
+        raise argparse.ArgumentTypeError(f"expected [HOST:]PORT, got {text!r}")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     try:
         port = int(port_text)
@@ -183,9 +184,23 @@ def host_port(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(
             f"port {port_text!r} in {text!r} is not a number"
         ) from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port {port} in {text!r} is not in 1..65535")
+    if not lowest_port <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} in {text!r} is not in {lowest_port}..65535")
+    return host, bool(sep), port
+
+
+def host_port(text: str) -> tuple[str, int]:
+    """An argparse type: HOST:PORT (or [V6]:PORT) to connect to, with a port in 1..65535."""
+    if not text.rpartition(":")[0]:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    host, _, port = _endpoint(text, 1)
     return host, port
+
+
+def listen_address(text: str) -> tuple[str, int]:
+    """An argparse type: [HOST:]PORT to listen on; HOST 127.0.0.1 by default, PORT 0 any free."""
+    host, _, port = _endpoint(text, 0)
+    return host or "127.0.0.1", port
 
 
 def output_path(text: str) -> Path:

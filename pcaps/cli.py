@@ -9,27 +9,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["add_record", "add_replay", "parse_endpoint", "replay_lines", "run_replay"]
+__all__ = ["add_record", "add_replay", "replay_lines", "run_replay"]
 
 if TYPE_CHECKING:
     SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
-
-
-def parse_endpoint(text: str, default_host: str | None = None) -> tuple[str, int]:
-    """ "HOST:PORT" (or "PORT" when a default host is given) as (host, port)."""
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        if default_host is None:
-            raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
-        host, port = default_host, text
-    host = host.strip("[]")
-    try:
-        number = int(port)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bad port in {text!r}") from None
-    if not 0 <= number <= 65535:
-        raise argparse.ArgumentTypeError(f"port out of range in {text!r}")
-    return host, number
 
 
 def _against(text: str) -> str | tuple[str, int]:
@@ -53,7 +36,7 @@ def _folder(text: str) -> Path:
 
 def add_replay(sub: SubParsers) -> None:
     """Register `netdicom2 replay`."""
-    from netdicom2.cli import bounded_int, output_path, seconds
+    from netdicom2.cli import bounded_int, listen_address, output_path, seconds
     from netdicom2.pcaps.ignore import RULES
 
     p = sub.add_parser(
@@ -80,7 +63,7 @@ def add_replay(sub: SubParsers) -> None:
     )
     p.add_argument(
         "--listen",
-        type=_listen,
+        type=listen_address,
         metavar="[HOST:]PORT",
         help="play the recorded acceptor to a live requestor connecting here (host defaults "
         "to 127.0.0.1; port 0: any free port)",
@@ -188,7 +171,7 @@ def add_replay(sub: SubParsers) -> None:
 
 def add_record(sub: SubParsers) -> None:
     """Register `netdicom2 record`."""
-    from netdicom2.cli import bounded_int, host_port, output_path
+    from netdicom2.cli import bounded_int, host_port, listen_address, output_path
 
     p = sub.add_parser(
         "record",
@@ -197,7 +180,7 @@ def add_record(sub: SubParsers) -> None:
     p.add_argument(
         "--listen",
         required=True,
-        type=_listen,
+        type=listen_address,
         metavar="[HOST:]PORT",
         help="address to listen on (host defaults to 127.0.0.1; port 0: any free port)",
     )
@@ -213,11 +196,6 @@ def add_record(sub: SubParsers) -> None:
     )
     p.add_argument("-v", "--verbose", action="count", default=0)
     p.set_defaults(handler=run_record)
-
-
-def _listen(text: str) -> tuple[str, int]:
-    """``--listen [HOST:]PORT``: port 0..65535 (0: any free port), host 127.0.0.1 by default."""
-    return parse_endpoint(text, default_host="127.0.0.1")
 
 
 def replay_lines(result: Any) -> list[str]:

@@ -153,6 +153,25 @@ def test_host_port_refuses_naming_the_value(text: str, message: str) -> None:
         cli.host_port(text)
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("11112", ("127.0.0.1", 11112)),
+        ("0", ("127.0.0.1", 0)),
+        ("0.0.0.0:104", ("0.0.0.0", 104)),
+        ("[::1]:4242", ("::1", 4242)),
+    ],
+)
+def test_listen_address_defaults_to_loopback(text: str, expected: tuple[str, int]) -> None:
+    assert cli.listen_address(text) == expected
+
+
+@pytest.mark.parametrize("text", ["99999", "host:port", ":104", "-1", "a:70000"])
+def test_listen_address_refuses(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        cli.listen_address(text)
+
+
 def test_output_path_is_checked_before_any_work(tmp_path: Path) -> None:
     assert cli.output_path(str(tmp_path / "report.json")) == tmp_path / "report.json"
     with pytest.raises(argparse.ArgumentTypeError, match="does not exist"):

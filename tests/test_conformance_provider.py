@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-from netdicom2.conformance.test_local import IDS, check
+from test_conformance_local import IDS, check
 
 from netdicom2.conformance.matrix import Target
 from netdicom2.conformance.table import CellSpec, cells

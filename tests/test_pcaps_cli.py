@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -10,7 +9,6 @@ import pytest
 
 from netdicom2.app_scp import StorageSCP
 from netdicom2.cli import main
-from netdicom2.pcaps.cli import parse_endpoint
 from netdicom2.pcaps.corpus import corpus_entries
 from netdicom2.pcaps.flows import load_capture
 from netdicom2.pcaps.replay_local import replay_local
@@ -74,21 +72,3 @@ def test_recorded_timing_keeps_the_spacing(tmp_path: Path) -> None:
     slow = replay_local(conn, "scp", timing="recorded")
     assert fast.ok and slow.ok
     assert slow.elapsed >= 0.28 and fast.elapsed < 0.2
-
-
-@pytest.mark.parametrize(
-    ("text", "default", "expected"),
-    [
-        ("127.0.0.1:104", None, ("127.0.0.1", 104)),
-        ("11112", "0.0.0.0", ("0.0.0.0", 11112)),
-        ("[::1]:4242", None, ("::1", 4242)),
-    ],
-)
-def test_parse_endpoint(text: str, default: str | None, expected: tuple[str, int]) -> None:
-    assert parse_endpoint(text, default) == expected
-
-
-@pytest.mark.parametrize("text", ["104", "host:port", "host:70000"])
-def test_parse_endpoint_rejects(text: str) -> None:
-    with pytest.raises(argparse.ArgumentTypeError):
-        parse_endpoint(text)
