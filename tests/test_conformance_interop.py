@@ -35,7 +35,7 @@ from tests.peers import (
 
 pytestmark = pytest.mark.interop
 
-REPORTS = Path(__file__).resolve().parent / "reports"
+REPORTS = Path(__file__).resolve().parents[1] / "conformance" / "reports"
 TIMEOUT = 2  # seconds: the peers' ACSE/DIMSE/socket timeouts, where configurable
 
 
