@@ -312,16 +312,18 @@ def kv_list(pairs: Iterable[tuple[str, object]]) -> str:
     return f'<dl class="kv">{"".join(items)}</dl>'
 
 
-def summary_bar(counts: Mapping[str, Any]) -> str:
+def summary_bar(
+    counts: Mapping[str, Any], verdicts: Mapping[str, tuple[str, str]] = VERDICTS
+) -> str:
     """A proportional bar of the verdict counts, with the numbers as a legend."""
-    total = sum(int(counts.get(v, 0) or 0) for v in VERDICTS) or 1
+    total = sum(int(counts.get(v, 0) or 0) for v in verdicts) or 1
     spans = "".join(
         f'<span class="v-{v}" style="width:{100 * int(counts.get(v, 0) or 0) / total:.2f}%" '
-        f'title="{esc(VERDICTS[v][1])}: {esc(counts.get(v, 0))}"></span>'
-        for v in VERDICTS
+        f'title="{esc(verdicts[v][1])}: {esc(counts.get(v, 0))}"></span>'
+        for v in verdicts
     )
     legend = " ".join(
-        f'<span class="badge v-{v}">{esc(counts.get(v, 0))} {esc(VERDICTS[v][1])}</span>'
-        for v in VERDICTS
+        f'<span class="badge v-{v}">{esc(counts.get(v, 0))} {esc(verdicts[v][1])}</span>'
+        for v in verdicts
     )
     return f'<div class="bar">{spans}</div><div class="legend">{legend}</div>'

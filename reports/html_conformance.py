@@ -26,6 +26,7 @@ from netdicom2.reports.common import (
     write_page,
 )
 from netdicom2.reports.common import VERDICTS as _COMMON_VERDICTS
+from netdicom2.reports.common import summary_bar as common_summary_bar
 
 __all__ = [
     "is_conformance_report",
@@ -56,18 +57,8 @@ _CSS = (
 
 
 def summary_bar(counts: Mapping[str, Any]) -> str:
-    """A proportional bar of the verdict counts (all five), with the numbers as a legend."""
-    total = sum(int(counts.get(v, 0) or 0) for v in VERDICTS) or 1
-    spans = "".join(
-        f'<span class="v-{v}" style="width:{100 * int(counts.get(v, 0) or 0) / total:.2f}%" '
-        f'title="{esc(VERDICTS[v][1])}: {esc(counts.get(v, 0))}"></span>'
-        for v in VERDICTS
-    )
-    legend = " ".join(
-        f'<span class="badge v-{v}">{esc(counts.get(v, 0))} {esc(VERDICTS[v][1])}</span>'
-        for v in VERDICTS
-    )
-    return f'{_CSS}<div class="bar">{spans}</div><div class="legend">{legend}</div>'
+    """The shared verdict bar with "inconclusive" among the verdicts, and its colours."""
+    return _CSS + common_summary_bar(counts, VERDICTS)
 
 
 _REPLAY_HEAD = """from netdicom2.items import *
