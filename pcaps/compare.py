@@ -14,6 +14,7 @@ from typing import Any
 
 from netdicom2.exceptions import PDUDecodeError
 from netdicom2.framing import Message, Reassembler
+from netdicom2.items import PresentationContextItemAC, PresentationContextItemRQ
 from netdicom2.pcaps.describe import command_name, parse_command, sub_item_fields
 from netdicom2.pdu import (
     PDU,
@@ -79,75 +80,65 @@ def _sub_items(pdu: AAssociateRqPDU | AAssociateAcPDU) -> dict[tuple[Any, ...], 
     return out
 
 
+def _associate_fields(pdu: AAssociateRqPDU | AAssociateAcPDU) -> dict[str, object]:
+    """Compared A-ASSOCIATE fields: version bit 0, RQ AE titles (the AC's echo is NORMALISED
+    ["ac-echo"]), application context (PS3.8 Tables 9-11, 9-17)."""
+    fields: dict[str, object] = {"protocol-version bit 0": pdu.protocol_version & 1}
+    if isinstance(pdu, AAssociateRqPDU):
+        fields["called AE title"] = _strip(pdu.called_ae_title)
+        fields["calling AE title"] = _strip(pdu.calling_ae_title)
+    fields["application context"] = pdu.application_context_name
+    return fields
+
+
+def _context_fields(
+    item: PresentationContextItemRQ | PresentationContextItemAC,
+) -> dict[str, object]:
+    """Compared presentation context fields: RQ abstract syntax and transfer syntaxes in order
+    of preference (PS3.8 Table 9-13); AC result, and the transfer syntax only when accepted
+    (Table 9-18, NORMALISED["rejected-ts"])."""
+    if isinstance(item, PresentationContextItemRQ):
+        return {
+            "abstract syntax": _strip(item.abstract_syntax),
+            "transfer syntax": [_strip(t) for t in item.transfer_syntaxes],
+        }
+    fields: dict[str, object] = {"result": item.result}
+    if item.result == 0:
+        fields["transfer syntax"] = _strip(item.transfer_syntax)
+    return fields
+
+
+def _diff_fields(
+    out: list[tuple[str, str, str]],
+    prefix: str,
+    expected: dict[str, object],
+    actual: dict[str, object],
+) -> None:
+    """The fields both sides carry, in order (one a side leaves untested is not in its dict)."""
+    for name, value in expected.items():
+        if name in actual:
+            _diff(out, prefix + name, value, actual[name])
+
+
 def _compare_associate(
-    expected: AAssociateAcPDU, actual: AAssociateAcPDU, out: list[tuple[str, str, str]]
-) -> None:
-    """AC fields: version bit 0, application context, per-context results, user information."""
-    _diff(out, "protocol-version bit 0", expected.protocol_version & 1, actual.protocol_version & 1)
-    _diff(
-        out,
-        "application context",
-        expected.application_context_name,
-        actual.application_context_name,
-    )
-    want = {c.context_id: c for c in expected.presentation_context_items}
-    have = {c.context_id: c for c in actual.presentation_context_items}
-    _diff(out, "presentation context IDs", sorted(want), sorted(have))
-    for context_id in sorted(set(want) & set(have)):
-        a, b = want[context_id], have[context_id]
-        _diff(out, f"context {context_id} result", a.result, b.result)
-        if a.result == 0 and b.result == 0:
-            _diff(
-                out,
-                f"context {context_id} transfer syntax",
-                _strip(a.transfer_syntax),
-                _strip(b.transfer_syntax),
-            )
-    _compare_sub_items(expected, actual, out)
-
-
-def _compare_request(
-    expected: AAssociateRqPDU, actual: AAssociateRqPDU, out: list[tuple[str, str, str]]
-) -> None:
-    """RQ fields (PS3.8 Table 9-11): AE titles, application context, each proposed context
-    (abstract syntax, transfer syntaxes in order of preference), user information."""
-    _diff(out, "protocol-version bit 0", expected.protocol_version & 1, actual.protocol_version & 1)
-    _diff(out, "called AE title", _strip(expected.called_ae_title), _strip(actual.called_ae_title))
-    _diff(
-        out, "calling AE title", _strip(expected.calling_ae_title), _strip(actual.calling_ae_title)
-    )
-    _diff(
-        out,
-        "application context",
-        expected.application_context_name,
-        actual.application_context_name,
-    )
-    want = {c.context_id: c for c in expected.presentation_context_items}
-    have = {c.context_id: c for c in actual.presentation_context_items}
-    _diff(out, "presentation context IDs", sorted(want), sorted(have))
-    for context_id in sorted(set(want) & set(have)):
-        a, b = want[context_id], have[context_id]
-        _diff(
-            out,
-            f"context {context_id} abstract syntax",
-            _strip(a.abstract_syntax),
-            _strip(b.abstract_syntax),
-        )
-        _diff(
-            out,
-            f"context {context_id} transfer syntax",
-            [_strip(t) for t in a.transfer_syntaxes],
-            [_strip(t) for t in b.transfer_syntaxes],
-        )
-    _compare_sub_items(expected, actual, out)
-
-
-def _compare_sub_items(
     expected: AAssociateRqPDU | AAssociateAcPDU,
     actual: AAssociateRqPDU | AAssociateAcPDU,
     out: list[tuple[str, str, str]],
 ) -> None:
-    """User information sub-items, matched by type (and SOP class), normalised ones left out."""
+    """A-ASSOCIATE-RQ or -AC (same type): the PDU's fields, each presentation context matched
+    by ID, then the user information sub-items matched by type (and SOP class), normalised ones
+    left out (NORMALISED["order"], ["implementation"])."""
+    _diff_fields(out, "", _associate_fields(expected), _associate_fields(actual))
+    want = {c.context_id: c for c in expected.presentation_context_items}
+    have = {c.context_id: c for c in actual.presentation_context_items}
+    _diff(out, "presentation context IDs", sorted(want), sorted(have))
+    for context_id in sorted(set(want) & set(have)):
+        _diff_fields(
+            out,
+            f"context {context_id} ",
+            _context_fields(want[context_id]),
+            _context_fields(have[context_id]),
+        )
     subs_a, subs_b = _sub_items(expected), _sub_items(actual)
     for key in sorted(set(subs_a) | set(subs_b), key=repr):
         label = f"user information {key[0]:02X}H" + (f" {key[1]}" if key[1] else "")
@@ -159,9 +150,9 @@ def compare_pdus(expected: PDU, actual: PDU) -> list[tuple[str, str, str]]:
     out: list[tuple[str, str, str]] = []
     if type(expected) is not type(actual):
         return [("PDU type", type(expected).__name__, type(actual).__name__)]
-    if isinstance(expected, AAssociateRqPDU) and isinstance(actual, AAssociateRqPDU):
-        _compare_request(expected, actual, out)
-    elif isinstance(expected, AAssociateAcPDU) and isinstance(actual, AAssociateAcPDU):
+    if isinstance(expected, AAssociateRqPDU | AAssociateAcPDU) and isinstance(
+        actual, AAssociateRqPDU | AAssociateAcPDU
+    ):
         _compare_associate(expected, actual, out)
     elif isinstance(expected, AAssociateRjPDU) and isinstance(actual, AAssociateRjPDU):
         _diff(out, "A-ASSOCIATE-RJ result", expected.result, actual.result)

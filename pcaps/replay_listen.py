@@ -25,55 +25,22 @@ import struct
 import subprocess
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from netdicom2.exceptions import PDUDecodeError
 from netdicom2.framing import Message
 from netdicom2.items import PresentationDataValueItem
-from netdicom2.pcaps.compare import MessageAssembler, compare_messages, compare_pdus
+from netdicom2.pcaps.compare import MessageAssembler
 from netdicom2.pcaps.describe import parse_command
-from netdicom2.pcaps.flows import DicomConnection, Event
-from netdicom2.pcaps.ignore import apply_ignores
+from netdicom2.pcaps.flows import DicomConnection
 from netdicom2.pcaps.model import judge
-from netdicom2.pcaps.pdus import PduRecord
-from netdicom2.pcaps.plan import Difference, ReplayResult, Wire, describe_bytes
+from netdicom2.pcaps.plan import ReplayResult, Wire
 from netdicom2.pcaps.refragment import refragment
-from netdicom2.pdu import AAssociateRqPDU, PDataTfPDU, decode
+from netdicom2.pcaps.scripted import Item, ScriptedPeer, excuse, plan
+from netdicom2.pdu import AAssociateRqPDU, PDataTfPDU
 
 __all__ = ["ListenReplay", "patch_response"]
 
-_US = struct.Struct("<H")
 _ELEMENT = struct.Struct("<HHI")
-
-
-@dataclass
-class _Item:
-    """One step: "send", "close", "sendpdata", "expect", "pdata", "eof"."""
-
-    kind: str
-    step: int
-    time: float
-    records: list[PduRecord] = field(default_factory=list)
-    how: str = ""
-
-
-def _items(timeline: list[Event]) -> list[_Item]:
-    """The recorded timeline as acceptor actions and requestor expectations."""
-    items: list[_Item] = []
-    for index, event in enumerate(timeline):
-        record = event.record
-        ours = event.side == "acceptor"
-        if record is None:
-            items.append(_Item("close" if ours else "eof", index, event.time, how=event.kind))
-            continue
-        pdata = record.status == "ok" and isinstance(record.pdu, PDataTfPDU)
-        kind = ("sendpdata" if pdata else "send") if ours else ("pdata" if pdata else "expect")
-        if pdata and items and items[-1].kind == kind:
-            items[-1].records.append(record)
-        elif ours or record.status == "ok":
-            items.append(_Item(kind, index, event.time, [record]))
-    return items
 
 
 def patch_response(command: bytes, values: dict[int, bytes]) -> bytes:
@@ -101,79 +68,49 @@ def _encode_message(message: Message, max_length: int) -> list[bytes]:
     return out
 
 
-class ListenReplay:
+class ListenReplay(ScriptedPeer):
     """Plays one recorded connection's acceptor on an accepted socket."""
+
+    live_associate = AAssociateRqPDU
+    any_close_is_eof = True
+    swap_any_eof = True  # the requestor may close before or after our close
 
     def __init__(
         self, conn: DicomConnection, result: ReplayResult, timeout: float, ignore: Sequence[str]
     ) -> None:
+        super().__init__(result, timeout)
         self.conn = conn
-        self.result = result
-        self.timeout = timeout
         self.ignore = ignore
-        self.recorded = MessageAssembler()
-        self.live = MessageAssembler()
         self.ours = MessageAssembler()  # the recorded acceptor's messages
         self.ids: dict[bytes, bytes] = {}  # recorded request Message ID -> live one
         self.uids: dict[bytes, bytes] = {}  # recorded request instance UID -> live one
-        self.live_max = 0
-        self.diverged = False
-        self.wire: Wire | None = None
-
-    def diff(self, step: int | None, what: str, expected: str, actual: str) -> None:
-        """Record a difference."""
-        self.result.differences.append(Difference(step, what, expected, actual))
 
     def run(self, sock: socket.socket) -> None:
         """Walk the recorded steps on the accepted connection."""
         self.wire = Wire(sock)
-        items = _items(self.conn.timeline())
-        index = 0
+        timeline = self.conn.timeline()
         try:
-            while index < len(items) and not self.diverged:  # bounded by len(items)
-                item = items[index]
-                after = items[index + 1] if index + 1 < len(items) else None
-                if item.kind == "eof" and after is not None and after.kind == "close":
-                    items[index], items[index + 1] = after, item  # Sta13: either closes first
-                    continue
-                getattr(self, f"_do_{item.kind}")(item)
-                index += 1
+            self.walk(plan(timeline, "acceptor", pdata_messages=True))
         finally:
             self.wire.shutdown()
-        apply_ignores(self.result.differences, self.ignore)
-
-    def _next(self) -> bytes | None:
-        """The live requestor's next PDU; b"" on timeout; None on close."""
-        assert self.wire is not None
-        try:
-            pdu = self.wire.read_pdu(self.timeout, time.monotonic)
-        except TimeoutError:
-            return b""
-        if pdu is not None:
-            self.result.received.append(describe_bytes(pdu))
-        return pdu
+        excuse(self.result.differences, timeline, self.result.findings, self.ignore)
 
     def _send(self, data: bytes, step: int) -> None:
         """Write bytes to the live requestor."""
-        assert self.wire is not None
         if not self.wire.send(data, self.timeout):
             self.result.notes.append(f"step {step}: the requestor had closed; not sent")
             self.diverged = True
 
-    def _do_send(self, item: _Item) -> None:
+    def _do_send(self, item: Item) -> None:
         """A recorded acceptor PDU other than P-DATA (AC, RJ, RELEASE-RP, A-ABORT)."""
         record = item.records[0]
         if record.status == "incomplete":
-            self.result.incomplete = (
-                f"step {item.step}: the capture lacks bytes of this acceptor PDU: the replay "
-                "stops before it"
-            )
-            self.diverged = True
+            self.stop(item.step, record, "the replay stops before it")
             return
         self._send(record.data, item.step)
         self.result.sent += 1
 
-    def _do_sendpdata(self, item: _Item) -> None:
+    def _do_sendpdata(self, item: Item) -> None:
         """Recorded acceptor messages, answering the live requests, fitted to its max length."""
         done = len(self.ours.messages)
         self.ours.add(r.pdu for r in item.records if r.pdu is not None)
@@ -192,90 +129,12 @@ class ListenReplay:
                 self._send(data, item.step)
         self.result.sent += len(item.records)
 
-    def _do_close(self, item: _Item) -> None:
-        """Close or reset as the recorded acceptor did."""
-        assert self.wire is not None
-        self.wire.close(item.how)
-
-    def _do_eof(self, item: _Item) -> None:
-        """The recorded requestor closed here: the live one must close too."""
-        assert self.wire is not None
-        if self.wire.eof:
-            return
-        pdu = self._next()
-        while pdu:  # bounded by the requestor's output before its close
-            self.diff(item.step, "extra", "transport close", describe_bytes(pdu))
-            pdu = self._next()
-        if pdu == b"":
-            self.diff(item.step, "close", "transport closed", "still open")
-            self.diverged = True
-
-    def _do_expect(self, item: _Item) -> None:
-        """One requestor PDU other than P-DATA, compared field by field."""
-        record = item.records[0]
-        assert record.pdu is not None
-        got = self._next()
-        if not got:
-            actual = "connection closed" if got is None else "nothing (timeout)"
-            self.diff(item.step, "pdu", describe_bytes(record.data), actual)
-            self.diverged = True
-            return
-        try:
-            live = decode(got)
-        except PDUDecodeError as exc:
-            self.diff(item.step, "pdu", describe_bytes(record.data), f"undecodable: {exc}")
-            self.diverged = True
-            return
-        if isinstance(live, AAssociateRqPDU):
-            self.live_max = live.max_length or 0  # PS3.8 Annex D.1: absent or 0, no limit
-        for name, want, have in compare_pdus(record.pdu, live):
-            self.diff(item.step, name, want, have)
-        if type(live) is not type(record.pdu):
-            self.diverged = True
-
-    def _do_pdata(self, item: _Item) -> None:
-        """Recorded requestor P-DATA: read live P-DATA until as many messages completed."""
-        done = len(self.recorded.messages)
-        self.recorded.add(r.pdu for r in item.records if r.pdu is not None)
-        target = len(self.recorded.messages)
-        while len(self.live.messages) < target:  # bounded by timeouts and the peer's output
-            got = self._next()
-            live = None
-            if got:
-                try:
-                    live = decode(got)
-                except PDUDecodeError:
-                    live = None
-            if not isinstance(live, PDataTfPDU):
-                actual = "connection closed" if got is None else describe_bytes(got or b"")
-                actual = "nothing (timeout)" if got == b"" else actual
-                left = target - len(self.live.messages)
-                self.diff(item.step, "P-DATA", f"{left} more messages", actual)
-                self.diverged = True
-                return
-            self.live.add([live])
-        for want, have in zip(
-            self.recorded.messages[done:target], self.live.messages[done:target], strict=True
-        ):
-            mine, theirs = parse_command(want.command) or {}, parse_command(have.command) or {}
-            for tag, table in ((0x0110, self.ids), (0x1000, self.uids)):
-                if tag in mine and tag in theirs:
-                    table[mine[tag]] = theirs[tag]
-            for name, a, b in compare_messages(want, have):
-                self.diff(item.step, name, a, b)
-
-
-def _excuse_after_findings(conn: DicomConnection, result: ReplayResult) -> None:
-    """Differences at or after the recording's first deviation from PS3.8 are excused."""
-    if not result.findings:
-        return
-    timeline = conn.timeline()
-    first = min(f.time for f in result.findings)
-    text = next(f.text for f in result.findings if f.time == first)
-    for diff in result.differences:
-        when = timeline[diff.step].time if diff.step is not None else float("inf")
-        if when >= first and not diff.excused_by:
-            diff.excused_by = text
+    def matched(self, recorded: Message, live: Message) -> None:
+        """A live request's Message ID and instance UID, for the response that answers it."""
+        mine, theirs = parse_command(recorded.command) or {}, parse_command(live.command) or {}
+        for tag, table in ((0x0110, self.ids), (0x1000, self.uids)):
+            if tag in mine and tag in theirs:
+                table[mine[tag]] = theirs[tag]
 
 
 def _accept(
@@ -355,7 +214,6 @@ def replay_listen(
             return result
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         ListenReplay(conn, result, timeout, ignore).run(sock)
-        _excuse_after_findings(conn, result)
     finally:
         if process is not None:
             try:
