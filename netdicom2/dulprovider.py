@@ -181,13 +181,16 @@ class DULServiceProvider(threading.Thread):
 
     # ----------------------------------------------------------------- the seed API
 
-    def send(self, primitive: PDU) -> None:
+    def send(self, primitive: PDU, *, deadline: float | None = None) -> None:
         """Hand a user primitive to the state machine; its PDU(s) are written at once if they can.
 
         Raises LocalProtocolError (naming state and primitive) when Table 9-10 has no action
         for it in the current state, and ProviderStoppedError once the loop has exited. Blocks
         while more than _OUT_HIGH_WATER bytes wait for the peer to read (until it reads, or
-        send_timeout drops it).
+        send_timeout drops it). `deadline` (a time.monotonic() value) bounds that wait as a
+        whole, however the peer trickles: past it, TimeoutError, with the primitive handed
+        over and its unsent bytes still queued; ending the association is the user's choice
+        (kill(): A-ABORT, Evt15 → AA-1), as after receive()'s TimeoutError.
         """
         if self._error is not None:
             raise self._error  # _raise_if_failed
@@ -204,7 +207,7 @@ class DULServiceProvider(threading.Thread):
                     "no called presentation address: pass address=(host, port)",
                 )
             now = time.monotonic()
-            deadline = connection.timer_deadline
+            timer = connection.timer_deadline
             if isinstance(primitive, PDataTfPDU):
                 peer_max = connection.peer_max_pdu_length or 0
                 kick = False
@@ -216,12 +219,12 @@ class DULServiceProvider(threading.Thread):
                     self._requests += 1
             later = connection.timer_deadline
             # ARTIM (re)started: the loop must wait for the new, earlier deadline.
-            if later is not None and (deadline is None or later < deadline):
+            if later is not None and (timer is None or later < timer):
                 kick = True
         if kick:
             self._kick()
         if self._out.size >= _OUT_HIGH_WATER:
-            self._wait_for_room()
+            self._wait_for_room(deadline)
 
     def receive(self, timeout: float | None) -> PDU:
         """The next indication or confirmation; TimeoutError when none arrives in time."""
@@ -359,8 +362,11 @@ class DULServiceProvider(threading.Thread):
         finally:
             self._pump.release()
 
-    def _wait_for_room(self) -> None:
-        """Block until the queued output falls under _OUT_LOW_WATER or the transport is gone."""
+    def _wait_for_room(self, deadline: float | None) -> None:
+        """Block until the queued output falls under _OUT_LOW_WATER or the transport is gone.
+
+        TimeoutError once `deadline` (monotonic) has passed while the output still waits.
+        """
         if threading.current_thread() is self or self._pumper == threading.get_ident():
             return  # an observer in the loop: the loop cannot wait for itself
         if self._room is not None:
@@ -368,12 +374,16 @@ class DULServiceProvider(threading.Thread):
                 return  # nobody would ever flush it
             with self._room:
                 while self._out.size >= _OUT_LOW_WATER and self._sock is not None:
-                    self._room.wait()
+                    self._room.wait(_time_left(deadline, self._out.size))
             return
         while self._out.size >= _OUT_LOW_WATER and self._sock is not None and not self._exited:
-            with self._pump:
-                if not self._exited:
-                    self._pump_once(None)
+            remaining = _time_left(deadline, self._out.size)
+            if self._pump.acquire(timeout=-1 if remaining is None else remaining):
+                try:
+                    if not self._exited:
+                        self._pump_once(remaining)
+                finally:
+                    self._pump.release()
 
     # ----------------------------------------------------------------- observers
 
@@ -708,6 +718,9 @@ class DULServiceProvider(threading.Thread):
             self._effects.extend(self.connection.send(AAbortPDU(source=0), now))
         self._drain()
         if self._association_open():
+            # PS3.8 §9.1.4: closed at once; the A-ABORT leaves if the socket still takes what
+            # is queued ahead of it (never a part of it: no gap in the stream).
+            self._close_socket(flush=True)
             self._transport_lost(now)
             self._drain()
 
@@ -735,6 +748,16 @@ class DULServiceProvider(threading.Thread):
         """Re-raise, in the user's thread, an exception that ended the loop (ARCHITECTURE §4)."""
         if self._error is not None:
             raise self._error
+
+
+def _time_left(deadline: float | None, queued: int) -> float | None:
+    """Seconds until `deadline` (None: no bound); TimeoutError once it has passed."""
+    if deadline is None:
+        return None
+    remaining = deadline - time.monotonic()
+    if remaining <= 0.0:
+        raise TimeoutError(f"{queued} bytes still queued for the peer at the send deadline")
+    return remaining
 
 
 def _transition_observer(observers: list[Observer]) -> Observer:

@@ -288,7 +288,8 @@ class OutputQueue:
         if sock is not None:
             with contextlib.suppress(OSError):
                 for chunk in self._chunks:
-                    sock.send(chunk)
+                    if sock.send(chunk) < len(chunk):
+                        break  # full: a later chunk would leave a gap in the byte stream
         self._chunks.clear()
         self.size = 0
         self.deadline = None

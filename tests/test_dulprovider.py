@@ -545,3 +545,44 @@ def test_output_queue_drop_writes_what_fits_then_forgets() -> None:
     finally:
         sender.close()
         receiver.close()
+
+
+@pytest.mark.parametrize("threaded", [True, False], ids=["threaded", "threaded-false"])
+def test_send_deadline_bounds_a_send_to_a_peer_that_reads_a_little_now_and_then(
+    tcp_pair: tuple[socket.socket, socket.socket], threaded: bool
+) -> None:
+    # The "no progress for send_timeout" rule never ends a peer that reads 1 KiB every 0.1 s;
+    # the caller's deadline ends the wait as a whole (then the user aborts: Evt15 → AA-1).
+    client, server = tcp_pair
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    acceptor = DULServiceProvider(server, threaded=threaded, send_timeout=WAIT)
+    if threaded:
+        acceptor.start()
+    request = rq(max_pdu=0)
+    client.sendall(request.encode())
+    assert isinstance(acceptor.receive(WAIT), AAssociateRqPDU)
+    acceptor.send(ac_for(request))
+    read_pdu(client)
+    done = threading.Event()
+    taken = [0]
+
+    def trickle() -> None:
+        while not done.wait(0.1):
+            with contextlib.suppress(OSError):
+                taken[0] += len(client.recv(1024))
+
+    thread = threading.Thread(target=trickle)
+    thread.start()
+    big = PDataTfPDU([PresentationDataValueItem(1, 0x02, bytes(8 << 20))])
+    started = time.monotonic()
+    try:
+        with pytest.raises(TimeoutError, match="send deadline"):
+            acceptor.send(big, deadline=started + 0.5)
+        elapsed = time.monotonic() - started
+        assert 0.45 < elapsed < 1.5, f"{elapsed:.2f} s"
+        assert taken[0] > 0 and acceptor.state is State.Sta6  # the peer did read, slowly
+        acceptor.kill()  # A-ABORT where the socket takes it, then closed at once
+        assert acceptor.state is State.Sta1
+    finally:
+        done.set()
+        thread.join(WAIT)
