@@ -54,6 +54,7 @@ from netdicom2.dultransport import (
     WRITE,
     Address,
     Connector,
+    Dialer,
     ProviderTransport,
 )
 from netdicom2.exceptions import LocalProtocolError, ProviderStoppedError, TimeoutError
@@ -142,6 +143,7 @@ class DULServiceProvider(ProviderTransport, threading.Thread):
         self._one_shot = dul_socket is not None
         self._connecting = False
         self._connect_deadline: float | None = None
+        self._dialer: Dialer | None = None  # the TRANSPORT CONNECT in progress (address=)
         # The k-th TRANSPORT CONNECT (AE-1) belongs to the k-th A-ASSOCIATE request: a connect
         # that completes after its association was aborted (Sta4 + Evt15 → AA-2) is stale.
         self._requests = 0
@@ -456,8 +458,7 @@ class DULServiceProvider(ProviderTransport, threading.Thread):
                 )
                 self._transport_lost(now)
             if self._connect_deadline is not None and now >= self._connect_deadline:
-                log.warning("TCP connect to %s timed out", self.address)
-                self._transport_lost(now)
+                self._connect_timed_out(now)
             deadline = self.connection.timer_deadline
             if deadline is not None and now >= deadline:
                 self._effects.extend(self.connection.handle_timer(now))

@@ -4,7 +4,8 @@
 (write a PDU, indicate, open or close the transport), TRANSPORT CONNECT (PS3.8 §9.1.2), read
 into the sans-I/O core, write through a bounded output queue, and choose what the selector
 watches. DULServiceProvider (dulprovider.py) owns the state it works on, the loop that calls
-it, and the service user's API.
+it, and the service user's API. `Dialer` is the requestor's TRANSPORT CONNECT to a host name:
+resolved, then each address tried in turn, as socket.create_connection does, without blocking.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from netdicom2.connection import (
     CloseTransport,
@@ -33,7 +35,7 @@ from netdicom2.connection import (
 from netdicom2.fsm import State
 from netdicom2.transport import OutputQueue, receive, set_nodelay, start_connect
 
-__all__ = ["Address", "Connector", "ProviderTransport"]
+__all__ = ["Address", "Connector", "Dialer", "ProviderTransport", "resolve"]
 
 log = logging.getLogger("netdicom2.dul")
 
@@ -51,6 +53,103 @@ MAX_QUEUED = 64
 _INLINE_EFFECTS = (SendPDU, StartTimer, StopTimer)
 READ = selectors.EVENT_READ  # what the loop wants from the socket (self._mask)
 WRITE = selectors.EVENT_WRITE
+
+
+SockAddr = tuple[Any, ...]  # (host, port) for AF_INET, (host, port, flowinfo, scope) for AF_INET6
+
+
+def resolve(address: Address, timeout: float) -> list[tuple[int, SockAddr]]:
+    """The (family, socket address) of each address of the host, in the resolver's order.
+
+    A numeric host is converted at once; a name is looked up with getaddrinfo (as
+    socket.create_connection does) in a helper thread, waited for at most `timeout` seconds.
+    OSError when it does not resolve (socket.gaierror) or not in time (ETIMEDOUT).
+    """
+    host, port = address
+    try:
+        infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST)
+    except socket.gaierror:
+        infos = _lookup(host, port, timeout)
+    return [(family, sockaddr) for family, _, _, _, sockaddr in infos]
+
+
+def _lookup(host: str, port: int, timeout: float) -> list[Any]:
+    """getaddrinfo(host, port) in a daemon thread, waited for at most `timeout` seconds."""
+    outcome: list[Any] = []
+
+    def look_up() -> None:
+        try:
+            outcome.append(socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM))
+        except OSError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=look_up, name="netdicom2-resolve", daemon=True)
+    thread.start()
+    thread.join(max(timeout, 0.0))
+    if not outcome:  # the resolver is still asking: given up (the thread ends on its own)
+        raise OSError(errno.ETIMEDOUT, f"resolving {host!r} took more than {timeout:g} s")
+    if isinstance(outcome[0], OSError):
+        raise outcome[0]
+    return list(outcome[0])
+
+
+class Dialer:
+    """TRANSPORT CONNECT (PS3.8 §9.1.2) to (host, port): each resolved address in turn.
+
+    As socket.create_connection: the name is resolved and its addresses (IPv6 or IPv4, in the
+    resolver's order) are tried until one connects; each connect is non-blocking. `timeout`
+    bounds the whole of it, resolution included: each address gets an equal share of the time
+    left when its turn comes, so a silent first address leaves time for the others. A name
+    that does not resolve, or addresses that all fail, is a failed connect (the adapter's Evt17
+    in Sta4 → AA-4); `failure` says why.
+    """
+
+    __slots__ = ("_candidates", "address", "attempt_deadline", "deadline", "failure")
+
+    def __init__(self, address: Address, timeout: float, now: float) -> None:
+        self.address = address
+        self.deadline = now + timeout
+        self.attempt_deadline = self.deadline  # when the address being tried is given up
+        self.failure = "no address"
+        self._candidates: deque[tuple[int, SockAddr]] = deque()
+
+    def start(self) -> tuple[socket.socket | None, int]:
+        """Resolve, then connect to the first address that does not fail at once.
+
+        As start_connect: (socket, 0) connected, (socket, errno in IN_PROGRESS) in progress,
+        (None, errno) failed with nothing left open.
+        """
+        try:
+            self._candidates.extend(resolve(self.address, self.deadline - time.monotonic()))
+        except OSError as exc:
+            self.failure = str(exc) or type(exc).__name__
+            return None, exc.errno or errno.EHOSTUNREACH
+        return self.next()
+
+    def failed(self, err: int) -> None:
+        """The address being tried failed with `err` (SO_ERROR, or ETIMEDOUT for its share)."""
+        self.failure = errno.errorcode.get(err, str(err))
+
+    def next(self) -> tuple[socket.socket | None, int]:
+        """Connect to the next address that does not fail at once (as start())."""
+        err = errno.ETIMEDOUT
+        while self._candidates:
+            now = time.monotonic()
+            if now >= self.deadline:
+                self.failed(errno.ETIMEDOUT)
+                break
+            family, sockaddr = self._candidates.popleft()
+            sock, err = start_connect(sockaddr, family)
+            if sock is not None:
+                self.attempt_deadline = now + (self.deadline - now) / (1 + len(self._candidates))
+                return sock, err
+            self.failed(err)
+        self._candidates.clear()
+        return None, err
+
+    def has_more(self, now: float) -> bool:
+        """True when another address may still be tried within the timeout."""
+        return bool(self._candidates) and now < self.deadline
 
 
 class ProviderTransport:
@@ -75,6 +174,7 @@ class ProviderTransport:
     _input_paused: bool
     _connecting: bool
     _connect_deadline: float | None
+    _dialer: Dialer | None
     _requests: int
     _opens: int
 
@@ -153,24 +253,35 @@ class ProviderTransport:
             self._connected(now)
             return
         assert self.address is not None
-        started, err = start_connect(self.address)
+        # PS3.8 §9.1.2: TRANSPORT CONNECT to the called presentation address, whose host may
+        # be a name with several addresses (IPv6 and IPv4): each is tried in turn.
+        self._dialer = dialer = Dialer(self.address, self._connect_timeout, now)
+        started, err = dialer.start()
+        self._dial(started, err, now)
+
+    def _dial(self, started: socket.socket | None, err: int, now: float) -> None:
+        """Go on from a connect the dialer began: confirmed, in progress, or failed (Evt17)."""
+        dialer = self._dialer
+        assert dialer is not None
         if started is None:
-            # A failed TRANSPORT CONNECT: Evt17 in Sta4 (AA-4), as from _finish_connect.
-            log.warning("TCP connect to %s failed: %s", self.address, errno.errorcode.get(err, err))
+            # A failed TRANSPORT CONNECT: Evt17 in Sta4 (AA-4).
+            log.warning("TCP connect to %s failed: %s", self.address, dialer.failure)
+            self._dialer = None
             self._connect_failed(now)
             return
         if err == 0:
             # PS3.8 §9.1.2: the transport connection is confirmed (Evt2 → AE-2).
+            self._dialer = None
             self._attach(started, nonblocking=True)
             self._connected(now)
             return
         self._sock = started
         self._connecting = True
-        self._connect_deadline = now + self._connect_timeout
+        self._connect_deadline = dialer.attempt_deadline
         self._selector.register(started, WRITE)
 
     def _finish_connect(self) -> None:
-        """The non-blocking connect completed: Evt2 on success, Evt17 (AA-4) on failure."""
+        """The non-blocking connect completed: Evt2 on success; else the next address, or Evt17."""
         assert self._sock is not None
         now = time.monotonic()
         err = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
@@ -181,11 +292,28 @@ class ProviderTransport:
         self._sock = None
         if err:
             sock.close()
-            log.warning("TCP connect to %s failed: %s", self.address, errno.errorcode.get(err))
-            self._connect_failed(now)
+            log.info("TCP connect to %s: %s", self.address, errno.errorcode.get(err, err))
+            if self._dialer is None:
+                self._connect_failed(now)
+                return
+            self._dialer.failed(err)
+            self._dial(*self._dialer.next(), now)
             return
+        self._dialer = None
         self._attach(sock, nonblocking=True)
         self._connected(now)
+
+    def _connect_timed_out(self, now: float) -> None:
+        """An address silent for its share of connect_timeout: the next, else Evt17 (AA-4)."""
+        dialer = self._dialer
+        if dialer is not None and self._connecting and dialer.has_more(now):
+            self._close_socket(flush=False)
+            dialer.failed(errno.ETIMEDOUT)
+            self._dial(*dialer.next(), now)
+            return
+        log.warning("TCP connect to %s timed out", self.address)
+        self._dialer = None
+        self._transport_lost(now)
 
     def _is_current_connect(self, ticket: int) -> bool:
         """True when connect number `ticket` still serves the association waiting in Sta4."""

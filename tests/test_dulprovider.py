@@ -29,6 +29,7 @@ from netdicom2.pdu import (
     decode,
 )
 from netdicom2.transport import OutputQueue, split_pdata
+from tests.test_transport import NAME, fake_names
 
 VERIFICATION = "1.2.840.10008.1.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"
@@ -586,3 +587,53 @@ def test_send_deadline_bounds_a_send_to_a_peer_that_reads_a_little_now_and_then(
     finally:
         done.set()
         thread.join(WAIT)
+
+
+def test_a_requestor_reaches_a_name_whose_first_address_refuses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # TRANSPORT CONNECT to a name (PS3.8 §9.1.2): ::1 refuses, 127.0.0.1 accepts (Evt2 → AE-2).
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        fake_names(monkeypatch, [("::1", port), ("127.0.0.1", port)])
+        requestor = DULServiceProvider(address=(NAME, port))
+        requestor.start()
+        try:
+            requestor.send(rq())
+            listener.settimeout(WAIT)
+            server, _ = listener.accept()
+            with server:
+                assert decode(read_pdu(server)).pdu_type == 0x01  # the A-ASSOCIATE-RQ
+                assert requestor.state is State.Sta5
+        finally:
+            requestor.kill()
+        assert requestor.state is State.Sta1
+
+
+def test_an_address_that_stays_silent_gives_way_to_the_next_in_its_share_of_the_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A listener whose accept queue is full drops SYNs: the connect neither completes nor
+    # fails. With two addresses it has half of connect_timeout, then the next is tried.
+    with (
+        socket.create_server(("127.0.0.1", 0), backlog=0) as silent,
+        socket.create_server(("127.0.0.1", 0)) as listener,
+        socket.socket() as filler,
+    ):
+        filler.connect(silent.getsockname())  # fills the accept queue
+        fake_names(
+            monkeypatch,
+            [("127.0.0.1", silent.getsockname()[1]), ("127.0.0.1", listener.getsockname()[1])],
+        )
+        requestor = DULServiceProvider(address=(NAME, 104), connect_timeout=1.0)
+        requestor.start()
+        try:
+            started = time.monotonic()
+            requestor.send(rq())
+            listener.settimeout(WAIT)
+            server, _ = listener.accept()
+            with server:
+                assert decode(read_pdu(server)).pdu_type == 0x01
+            assert 0.4 < time.monotonic() - started < 1.0  # its share: half of 1 s
+        finally:
+            requestor.kill()
