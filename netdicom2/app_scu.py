@@ -499,8 +499,8 @@ def add_subcommands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         scope = (
             "the whole echo"
             if name == "echo"
-            else "each exchange (associate; sending each request, T for each 64 MiB of its "
-            "data set or part of them; each response; release)"
+            else "each exchange (associate; sending each request: this many seconds for each "
+            "64 MiB of its data set or part of them; each response; release)"
         )
         p.add_argument(
             "--timeout",
