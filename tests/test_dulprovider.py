@@ -637,3 +637,22 @@ def test_an_address_that_stays_silent_gives_way_to_the_next_in_its_share_of_the_
             assert 0.4 < time.monotonic() - started < 1.0  # its share: half of 1 s
         finally:
             requestor.kill()
+
+
+def test_output_queue_drop_stops_at_a_partial_write_leaving_no_gap() -> None:
+    class Stingy:
+        """A socket that takes at most 10 bytes per call (its buffer is nearly full)."""
+
+        def __init__(self) -> None:
+            self.written = b""
+
+        def send(self, data: memoryview) -> int:
+            self.written += bytes(data[:10])
+            return min(10, len(data))
+
+    out = OutputQueue()
+    out._add([b"a" * 100, b"b" * 100], 0)
+    sock = Stingy()
+    out.drop(sock)  # type: ignore[arg-type]
+    assert sock.written == b"a" * 10  # never "b"s after a cut: the peer would see a gap
+    assert not out and out.size == 0
