@@ -23,6 +23,9 @@ from tests.test_scu_hostile import A_ABORT, P_DATA, ROOT, WAIT, HostileAcceptor,
 
 T = 2.0
 SLACK = 1.0  # scheduling on a shared machine
+# In-process the bound is tighter: before the send deadline, the requestor returned after
+# 2.8-4.1 s here (the no-progress rule fired between two window openings), after it 2.0 s.
+TIGHT = 0.6
 STARTUP = 1.5  # a new interpreter importing the package, for the command-line test
 SIZE = 5 << 20
 
@@ -85,7 +88,7 @@ def test_store_to_a_peer_that_reads_a_little_every_half_second_returns_in_time(
     elapsed = time.monotonic() - started
     trickle.stop.set()
     peer = acceptor.join()
-    assert elapsed < T + SLACK, f"{elapsed:.1f} s"
+    assert elapsed < T + TIGHT, f"{elapsed:.2f} s"
     _check_ending(trickle, peer)
 
 
