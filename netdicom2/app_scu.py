@@ -237,7 +237,8 @@ class Association:
                 for pdu in fragment(context_id, dataset, is_command=False, max_pdu_length=peer_max):
                     send(pdu, deadline=deadline)
         except TimeoutError:
-            # The peer takes our bytes too slowly to finish in time: A-ABORT, close.
+            # The peer takes our bytes too slowly to finish in time: our A-ABORT request
+            # (PS3.8 Table 9-10, Sta6 + Evt15 → AA-1; written if the socket takes it), close.
             raise self.unusable(
                 f"timed out while the request was sent: the peer did not read it ({size} "
                 f"bytes of data set) within {limit:g} s"
