@@ -79,6 +79,10 @@ class ConnectError(AssociationError):
 # PS3.8 Annex D.1 / E.1: a P-DATA-TF carrying one PDV needs 6 bytes of item header and an even
 # fragment of at least 2 bytes; a peer announcing less can receive nothing from us.
 MIN_PEER_MAX_LENGTH = 8
+# A request (command and data set) must be handed to the peer within `timeout` for each
+# SEND_UNIT bytes of its data set or part of them: a predictable bound for a peer that reads a
+# few bytes now and then, which the per-PDU "reads nothing for `timeout`" rule never ends.
+SEND_UNIT = 64 << 20
 _C_ECHO_RSP = COMMAND_FIELDS["C-ECHO-RSP"]
 _C_STORE_RSP = COMMAND_FIELDS["C-STORE-RSP"]
 
@@ -90,9 +94,11 @@ class Association:
     PS3.7 D.3.3.3); `window` is what the acceptor granted: 1 when its AC has no 53H.
 
     `timeout` bounds each exchange as a whole, not only each PDU: the TCP connect and the
-    A-ASSOCIATE answer, each response after its request was sent, and the A-RELEASE answer
-    (PS3.8 §9.1.4 Note 2: ACSE/DIMSE timers of the user, not ARTIM); a peer that reads none of
-    our data for `timeout` is dropped too. `time_limit` bounds everything from associate() on.
+    A-ASSOCIATE answer, the sending of each request (`send_limit`: `timeout` for each 64 MiB
+    of its data set or part of them), each response after its request was sent, and the
+    A-RELEASE answer (PS3.8 §9.1.4 Note 2: ACSE/DIMSE timers of the user, not ARTIM); a peer
+    that reads none of our data for `timeout` is dropped too. `time_limit` bounds everything
+    from associate() on.
     Whatever the peer answers that cannot be used (a rejection, an abort, an unusable maximum
     length, a malformed or unexpected response) raises AssociationError after an A-ABORT.
     """
@@ -171,7 +177,7 @@ class Association:
         if self.time_limit is not None:
             self._end = time.monotonic() + self.time_limit
         self._begin()
-        self.dul.send(self.rq)
+        self.dul.send(self.rq)  # the first PDU: nothing is queued ahead of it
         try:
             answer = self._wait("A-ASSOCIATE answer")
         except AssociationError:
@@ -211,15 +217,32 @@ class Association:
     def send_message(
         self, context_id: int, command: CommandSet, dataset: bytes | memoryview | None = None
     ) -> None:
-        """Command fragments, then data-set fragments, within the peer's maximum (Annex E)."""
+        """Command fragments, then data-set fragments, within the peer's maximum (Annex E).
+
+        All of it must be handed to the peer within `send_limit` (and the time limit): past
+        that, A-ABORT (Evt15 → AA-1) and AssociationError.
+        """
         peer_max = self.dul.connection.peer_max_pdu_length or 0
         data = encode_command(command)
+        size = 0 if dataset is None else len(dataset)
+        limit = self.send_limit(size)
+        deadline = time.monotonic() + limit
+        if deadline > self._end:
+            deadline, limit = self._end, self.time_limit or limit
+        send = self.dul.send
         try:
             for pdu in fragment(context_id, data, is_command=True, max_pdu_length=peer_max):
-                self.dul.send(pdu)
+                send(pdu, deadline=deadline)
             if dataset is not None:
                 for pdu in fragment(context_id, dataset, is_command=False, max_pdu_length=peer_max):
-                    self.dul.send(pdu)
+                    send(pdu, deadline=deadline)
+        except TimeoutError:
+            # The peer takes our bytes too slowly to finish in time: our A-ABORT request
+            # (PS3.8 Table 9-10, Sta6 + Evt15 → AA-1; written if the socket takes it), close.
+            raise self.unusable(
+                f"timed out while the request was sent: the peer did not read it ({size} "
+                f"bytes of data set) within {limit:g} s"
+            ) from None
         except LocalProtocolError:
             # The association ended while we sent (the peer aborted, or read nothing for
             # `timeout` and the transport was dropped): say how, from its last indication.
@@ -269,6 +292,10 @@ class Association:
                     raise self.unusable("response has no Status (0000,0900) (PS3.7 §9.3)")
                 return response
 
+    def send_limit(self, size: int) -> float:
+        """Seconds to send a request with `size` bytes of data set: `timeout` per SEND_UNIT."""
+        return self.timeout * max(1, -(-size // SEND_UNIT))
+
     def next_message_id(self) -> int:
         """Message IDs 1, 2, 3, ... (PS3.7 §9.3: unique among outstanding requests)."""
         self._message_id = self._message_id % 0xFFFF + 1
@@ -278,9 +305,13 @@ class Association:
         """A-RELEASE request; waits (within `timeout`) for the confirmation, then stops."""
         self._begin()
         try:
-            self.dul.send(AReleaseRqPDU())
+            self.dul.send(AReleaseRqPDU(), deadline=self._exchange_end)
             while not isinstance(self._wait("A-RELEASE-RP"), AReleaseRpPDU):
                 pass  # PS3.8 AR-6: P-DATA may still arrive after our A-RELEASE-RQ
+        except TimeoutError:  # from send(): the peer still had not read what came before
+            raise AssociationError(
+                f"the A-RELEASE-RQ was not sent within {self.timeout:g} s; aborted"
+            ) from None
         finally:
             self.dul.kill()
 
@@ -469,7 +500,8 @@ def add_subcommands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         scope = (
             "the whole echo"
             if name == "echo"
-            else "each exchange (associate, each response, release)"
+            else "each exchange (associate; sending each request: this many seconds for each "
+            "64 MiB of its data set or part of them; each response; release)"
         )
         p.add_argument(
             "--timeout",

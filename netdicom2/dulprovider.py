@@ -6,8 +6,10 @@ send) passes. It never polls and never sleeps. User primitives are handed to the
 synchronously in `send()` (so misuse raises at once, naming the state), and the PDU they
 produce is written at once by the caller, in one system call, when no output is queued ahead
 of it; otherwise the loop writes it when the socket has room, and `send()` blocks while more
-than `_OUT_HIGH_WATER` bytes wait (bounded memory). Indications reach `receive()` through one
-queue: at most one thread hand-off per PDU.
+than `OUT_HIGH_WATER` bytes wait (bounded memory). Indications reach `receive()` through one
+queue: at most one thread hand-off per PDU. What is done on the socket itself (effects, TRANSPORT
+CONNECT, reads, bounded writes, what the selector watches) is the base class ProviderTransport
+(dultransport.py); this module holds the loop, its timers and the service user's API.
 
 Where the loop runs: by default in the provider's own thread (`start()`). With
 `threaded=False` there is no such thread: the loop runs in whichever thread calls `receive()`
@@ -28,7 +30,6 @@ a send time out).
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import queue
 import selectors
@@ -43,12 +44,18 @@ from netdicom2.connection import (
     CloseTransport,
     Connection,
     Effect,
-    Indicate,
-    OpenTransport,
     SendPDU,
-    StartTimer,
-    StopTimer,
     Transition,
+)
+from netdicom2.dultransport import (
+    OUT_HIGH_WATER,
+    OUT_LOW_WATER,
+    READ,
+    WRITE,
+    Address,
+    Connector,
+    Dialer,
+    ProviderTransport,
 )
 from netdicom2.exceptions import LocalProtocolError, ProviderStoppedError, TimeoutError
 from netdicom2.framing import DEFAULT_MAX_ASSOCIATE_LENGTH
@@ -59,39 +66,23 @@ from netdicom2.transport import (
     OutputQueue,
     Wakeup,
     log_transition,
-    receive,
-    set_nodelay,
     split_pdata,
-    start_connect,
 )
 
-__all__ = ["DULServiceProvider", "OutputQueue", "split_pdata"]
+__all__ = ["Address", "Connector", "DULServiceProvider", "OutputQueue", "split_pdata"]
 
 log = logging.getLogger("netdicom2.dul")
 
-Address = tuple[str, int]
-Connector = Callable[[Address], socket.socket]
 Observer = Callable[[Transition], None]
 
 _STOPPED = object()  # placed in the incoming queue when the loop exits
-# Bounded memory: the loop stops reading the socket while this much output waits for a peer
-# that does not read, or this many indications wait for a user that does not receive; TCP flow
-# control then holds the peer back (a stalled peer is dropped after send_timeout). send() blocks
-# from the high-water mark until the output is back under the low one.
-_OUT_HIGH_WATER = 1 << 20
-_OUT_LOW_WATER = 1 << 19
-_MAX_QUEUED = 64
-# Effects of a user primitive that send() performs itself (the rest go to the loop).
-_INLINE_EFFECTS = (SendPDU, StartTimer, StopTimer)
 # A selector watches one socket and one wakeup: poll(2) needs no kernel object per provider
 # (epoll costs three more system calls per association).
 _Selector = getattr(selectors, "PollSelector", selectors.DefaultSelector)
 _get_ident = threading.get_ident
-_READ = selectors.EVENT_READ  # what the loop wants from the socket (self._mask)
-_WRITE = selectors.EVENT_WRITE
 
 
-class DULServiceProvider(threading.Thread):
+class DULServiceProvider(ProviderTransport, threading.Thread):
     """The DICOM UL service provider for one association at a time (PS3.8 §9).
 
     With `dul_socket` (an accepted connection) the provider is the association acceptor and
@@ -136,7 +127,7 @@ class DULServiceProvider(threading.Thread):
         self._send_timeout = send_timeout
         self._observers: list[Observer] = [observer] if observer is not None else []
         self._lock = threading.RLock()  # observers run under it and may call send()
-        # Output fell under _OUT_LOW_WATER: only the threaded send() waits for it.
+        # Output fell under OUT_LOW_WATER: only the threaded send() waits for it.
         self._room = threading.Condition(self._lock) if threaded else None
         self._effects: deque[Effect] = deque()
         self._incoming: queue.SimpleQueue[object] = queue.SimpleQueue()
@@ -146,18 +137,19 @@ class DULServiceProvider(threading.Thread):
         self._exited = False
         self._selector = _Selector()
         self._wakeup = Wakeup()
-        self._selector.register(self._wakeup, _READ)
+        self._selector.register(self._wakeup, READ)
         self._sock: socket.socket | None = None
         # An acceptor serves the one association of its socket and exits when it is over.
         self._one_shot = dul_socket is not None
         self._connecting = False
         self._connect_deadline: float | None = None
+        self._dialer: Dialer | None = None  # the TRANSPORT CONNECT in progress (address=)
         # The k-th TRANSPORT CONNECT (AE-1) belongs to the k-th A-ASSOCIATE request: a connect
         # that completes after its association was aborted (Sta4 + Evt15 → AA-2) is stale.
         self._requests = 0
         self._opens = 0
         self._out = OutputQueue(send_timeout)
-        self._mask = 0  # what the selector watches on self._sock (_READ, _WRITE)
+        self._mask = 0  # what the selector watches on self._sock (READ, WRITE)
         self._input_paused = False
         self.connection = Connection(
             artim_timeout=artim_timeout,
@@ -181,13 +173,16 @@ class DULServiceProvider(threading.Thread):
 
     # ----------------------------------------------------------------- the seed API
 
-    def send(self, primitive: PDU) -> None:
+    def send(self, primitive: PDU, *, deadline: float | None = None) -> None:
         """Hand a user primitive to the state machine; its PDU(s) are written at once if they can.
 
         Raises LocalProtocolError (naming state and primitive) when Table 9-10 has no action
         for it in the current state, and ProviderStoppedError once the loop has exited. Blocks
-        while more than _OUT_HIGH_WATER bytes wait for the peer to read (until it reads, or
-        send_timeout drops it).
+        while more than OUT_HIGH_WATER bytes wait for the peer to read (until it reads, or
+        send_timeout drops it). `deadline` (a time.monotonic() value) bounds that wait as a
+        whole, however the peer trickles: past it, TimeoutError, with the primitive handed
+        over and its unsent bytes still queued; ending the association is the user's choice
+        (kill(): A-ABORT, Evt15 → AA-1), as after receive()'s TimeoutError.
         """
         if self._error is not None:
             raise self._error  # _raise_if_failed
@@ -204,7 +199,7 @@ class DULServiceProvider(threading.Thread):
                     "no called presentation address: pass address=(host, port)",
                 )
             now = time.monotonic()
-            deadline = connection.timer_deadline
+            timer = connection.timer_deadline
             if isinstance(primitive, PDataTfPDU):
                 peer_max = connection.peer_max_pdu_length or 0
                 kick = False
@@ -216,12 +211,12 @@ class DULServiceProvider(threading.Thread):
                     self._requests += 1
             later = connection.timer_deadline
             # ARTIM (re)started: the loop must wait for the new, earlier deadline.
-            if later is not None and (deadline is None or later < deadline):
+            if later is not None and (timer is None or later < timer):
                 kick = True
         if kick:
             self._kick()
-        if self._out.size >= _OUT_HIGH_WATER:
-            self._wait_for_room()
+        if self._out.size >= OUT_HIGH_WATER:
+            self._wait_for_room(deadline)
 
     def receive(self, timeout: float | None) -> PDU:
         """The next indication or confirmation; TimeoutError when none arrives in time."""
@@ -359,21 +354,28 @@ class DULServiceProvider(threading.Thread):
         finally:
             self._pump.release()
 
-    def _wait_for_room(self) -> None:
-        """Block until the queued output falls under _OUT_LOW_WATER or the transport is gone."""
+    def _wait_for_room(self, deadline: float | None) -> None:
+        """Block until the queued output falls under OUT_LOW_WATER or the transport is gone.
+
+        TimeoutError once `deadline` (monotonic) has passed while the output still waits.
+        """
         if threading.current_thread() is self or self._pumper == threading.get_ident():
             return  # an observer in the loop: the loop cannot wait for itself
         if self._room is not None:
             if not self.is_alive():
                 return  # nobody would ever flush it
             with self._room:
-                while self._out.size >= _OUT_LOW_WATER and self._sock is not None:
-                    self._room.wait()
+                while self._out.size >= OUT_LOW_WATER and self._sock is not None:
+                    self._room.wait(_time_left(deadline, self._out.size))
             return
-        while self._out.size >= _OUT_LOW_WATER and self._sock is not None and not self._exited:
-            with self._pump:
-                if not self._exited:
-                    self._pump_once(None)
+        while self._out.size >= OUT_LOW_WATER and self._sock is not None and not self._exited:
+            remaining = _time_left(deadline, self._out.size)
+            if self._pump.acquire(timeout=-1 if remaining is None else remaining):
+                try:
+                    if not self._exited:
+                        self._pump_once(remaining)
+                finally:
+                    self._pump.release()
 
     # ----------------------------------------------------------------- observers
 
@@ -426,9 +428,9 @@ class DULServiceProvider(threading.Thread):
             elif self._connecting:
                 self._finish_connect()
             else:
-                if mask & _WRITE:
+                if mask & WRITE:
                     self._flush()
-                if mask & _READ and self._sock is not None:
+                if mask & READ and self._sock is not None:
                     self._read()
         if due is not None and now >= due:
             self._check_deadlines(now)  # deadlines set since are later than `now`
@@ -456,8 +458,7 @@ class DULServiceProvider(threading.Thread):
                 )
                 self._transport_lost(now)
             if self._connect_deadline is not None and now >= self._connect_deadline:
-                log.warning("TCP connect to %s timed out", self.address)
-                self._transport_lost(now)
+                self._connect_timed_out(now)
             deadline = self.connection.timer_deadline
             if deadline is not None and now >= deadline:
                 self._effects.extend(self.connection.handle_timer(now))
@@ -474,231 +475,6 @@ class DULServiceProvider(threading.Thread):
                     continue
             self._perform(effect)  # a connector may block; the queue needs no lock
 
-    def _perform_in_order(self, effects: list[Effect]) -> None:
-        """Under the lock: perform an event's effects now, unless earlier effects still wait.
-
-        For the input events (Evt2, Evt3 … Evt19), whose actions never open a transport. An
-        effect that fails (a write error: Evt17) queues its own effects after these.
-        """
-        if self._effects:
-            self._effects.extend(effects)
-            return
-        for effect in effects:
-            if type(effect) is Indicate:
-                self._incoming.put(effect.primitive)  # the usual effect: as _perform
-            else:
-                self._perform(effect)
-
-    def _perform_now(self, effects: list[Effect]) -> bool:
-        """Write a primitive's PDUs now, in order, unless effects wait; True: kick the loop."""
-        if self._effects or self._sock is None or self._connecting:
-            self._effects.extend(effects)
-            return True
-        for effect in effects:
-            if not isinstance(effect, _INLINE_EFFECTS):
-                self._effects.extend(effects)
-                return True
-        for effect in effects:
-            if type(effect) is SendPDU:
-                self._write(effect)  # StartTimer/StopTimer: the loop reads the deadline
-        # A partial write leaves output the loop must watch for; an error leaves effects.
-        return bool(self._effects) or bool(self._out and not self._mask & _WRITE)
-
-    def _perform(self, effect: Effect) -> None:
-        """Carry out one effect of an action."""
-        if isinstance(effect, Indicate):
-            self._incoming.put(effect.primitive)
-        elif isinstance(effect, SendPDU):
-            self._write(effect)
-        elif isinstance(effect, CloseTransport):
-            self._close_socket(flush=True)
-        elif isinstance(effect, OpenTransport):
-            self._open()
-        # StartTimer / StopTimer: the loop reads connection.timer_deadline before each wait.
-
-    # ----------------------------------------------------------------- transport
-
-    def _attach(self, sock: socket.socket, *, nonblocking: bool = False) -> None:
-        """Take ownership of a connected socket: non-blocking, TCP_NODELAY, registered."""
-        if not nonblocking:
-            sock.setblocking(False)
-        set_nodelay(sock)
-        self._sock = sock
-        self._selector.register(sock, _READ)
-        self._mask = _READ
-
-    def _open(self) -> None:
-        """AE-1: issue TRANSPORT CONNECT; Evt2 follows when the connection completes."""
-        assert self.address is not None or self._connector is not None
-        now = time.monotonic()
-        self._opens += 1
-        if self._connector is not None:
-            ticket = self._opens
-            try:
-                sock = self._connector(self.address or ("", 0))
-            except OSError as exc:
-                log.warning("TCP connect failed: %s", exc)
-                if self._is_current_connect(ticket):
-                    self._connect_failed(now)
-                return
-            if not self._is_current_connect(ticket):
-                # PS3.8 Table 9-10 Sta4/Evt15 → AA-2 already ended this association: the late
-                # connection belongs to none and is closed (never taken for a newer one).
-                log.info("closing a connection that completed after its association ended")
-                sock.close()
-                return
-            self._attach(sock)
-            self._connected(now)
-            return
-        assert self.address is not None
-        started, err = start_connect(self.address)
-        if started is None:
-            # A failed TRANSPORT CONNECT: Evt17 in Sta4 (AA-4), as from _finish_connect.
-            log.warning("TCP connect to %s failed: %s", self.address, errno.errorcode.get(err, err))
-            self._connect_failed(now)
-            return
-        if err == 0:
-            # PS3.8 §9.1.2: the transport connection is confirmed (Evt2 → AE-2).
-            self._attach(started, nonblocking=True)
-            self._connected(now)
-            return
-        self._sock = started
-        self._connecting = True
-        self._connect_deadline = now + self._connect_timeout
-        self._selector.register(started, _WRITE)
-
-    def _finish_connect(self) -> None:
-        """The non-blocking connect completed: Evt2 on success, Evt17 (AA-4) on failure."""
-        assert self._sock is not None
-        now = time.monotonic()
-        err = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        sock = self._sock
-        self._selector.unregister(sock)
-        self._connecting = False
-        self._connect_deadline = None
-        self._sock = None
-        if err:
-            sock.close()
-            log.warning("TCP connect to %s failed: %s", self.address, errno.errorcode.get(err))
-            self._connect_failed(now)
-            return
-        self._attach(sock, nonblocking=True)
-        self._connected(now)
-
-    def _is_current_connect(self, ticket: int) -> bool:
-        """True when connect number `ticket` still serves the association waiting in Sta4."""
-        with self._lock:
-            return ticket == self._requests and self.connection.state is State.Sta4
-
-    def _connected(self, now: float) -> None:
-        """PS3.8 §9.1.2: the connection is confirmed (Evt2 → AE-2 sends the A-ASSOCIATE-RQ)."""
-        with self._lock:
-            self._perform_in_order(self.connection.transport_connected(now))
-
-    def _connect_failed(self, now: float) -> None:
-        """A failed TRANSPORT CONNECT is a closed transport in Sta4 (Evt17 → AA-4)."""
-        self._connecting = False
-        self._connect_deadline = None
-        with self._lock:
-            self._effects.extend(self.connection.transport_closed(now))
-
-    def _read(self) -> None:
-        """Feed received bytes to the core (a large PDU lands in its own buffer); EOF is Evt17."""
-        with self._lock:
-            sock = self._sock
-            if sock is None:
-                return
-            effects = receive(sock, self.connection)
-            refused = self.connection.refused
-            if refused is not None:  # one line saying why a PDU was Evt19
-                self.connection.refused = None
-                log.info("PDU refused (Evt19): %s", refused)
-            if effects is None:
-                self._transport_lost(time.monotonic())
-            elif effects:
-                self._perform_in_order(effects)
-
-    def _write(self, effect: SendPDU) -> None:
-        """Write one PDU in one system call (gathering its parts) when the socket takes it."""
-        if self._sock is None:
-            return  # the transport is gone: PS3.8 §7.3, data in transit may be lost
-        try:
-            self._out.write(self._sock, effect)  # what is left waits, bounded by send_timeout
-        except OSError as exc:
-            log.info("transport error while writing: %s", exc)
-            self._transport_lost(time.monotonic())
-
-    def _flush(self) -> None:
-        """Write pending output while the socket takes it; re-arm the bounded-send deadline."""
-        with self._lock:
-            if self._sock is None:
-                return
-            try:
-                self._out.flush(self._sock)
-            except OSError as exc:
-                log.info("transport error while writing: %s", exc)
-                self._transport_lost(time.monotonic())
-                return
-            if self._out.size < _OUT_LOW_WATER and self._room is not None:
-                self._room.notify_all()
-
-    def _transport_lost(self, now: float) -> None:
-        """Peer close, reset, network failure or stalled peer: Evt17 (AA-4, AA-5 or AR-5)."""
-        self._close_socket(flush=False)
-        with self._lock:
-            if self.connection.state is State.Sta1:
-                return
-            self._effects.extend(self.connection.transport_closed(now))
-
-    def _close_socket(self, *, flush: bool) -> None:
-        """Close the transport (PS3.8 §9.1.4: no linger); best-effort write of pending output."""
-        with self._lock:  # no send() may write on a descriptor being closed
-            sock = self._sock
-            if sock is None:
-                return
-            self._out.drop(sock if flush and not self._connecting else None)
-            self._connect_deadline = None
-            if self._mask or self._connecting:  # registered: unregister before the fd is reused
-                with contextlib.suppress(KeyError, ValueError):
-                    self._selector.unregister(sock)
-            self._mask = 0
-            self._connecting = False
-            sock.close()
-            self._sock = None
-            if self._room is not None:
-                self._room.notify_all()
-
-    def _update_interest(self) -> None:
-        """Watch for output room while output waits; for input unless a bound is reached."""
-        if (
-            self._mask == _READ
-            and not self._out
-            and not self._input_paused
-            and self._incoming.qsize() < _MAX_QUEUED
-        ):
-            return  # the usual turn: reading, nothing to write (send() wakes us if that changes)
-        with self._lock:  # send() appends output and reads the mask under it
-            sock = self._sock
-            if sock is None or self._connecting:
-                return
-            # Announce the pause before checking the queue, so that a receive() in between
-            # wakes the loop instead of being missed.
-            self._input_paused = True
-            paused = self._out.size >= _OUT_HIGH_WATER or self._incoming.qsize() >= _MAX_QUEUED
-            self._input_paused = paused
-            mask = 0 if paused else _READ
-            if self._out:
-                mask |= _WRITE
-            if mask == self._mask:
-                return
-            if not mask:
-                self._selector.unregister(sock)
-            elif not self._mask:
-                self._selector.register(sock, mask)
-            else:
-                self._selector.modify(sock, mask)
-            self._mask = mask
-
     def _end_association(self) -> None:
         """On kill: A-ABORT where Table 9-10 allows Evt15, then close and return to Sta1."""
         now = time.monotonic()
@@ -708,6 +484,9 @@ class DULServiceProvider(threading.Thread):
             self._effects.extend(self.connection.send(AAbortPDU(source=0), now))
         self._drain()
         if self._association_open():
+            # PS3.8 §9.1.4: closed at once; the A-ABORT leaves if the socket still takes what
+            # is queued ahead of it (never a part of it: no gap in the stream).
+            self._close_socket(flush=True)
             self._transport_lost(now)
             self._drain()
 
@@ -735,6 +514,16 @@ class DULServiceProvider(threading.Thread):
         """Re-raise, in the user's thread, an exception that ended the loop (ARCHITECTURE §4)."""
         if self._error is not None:
             raise self._error
+
+
+def _time_left(deadline: float | None, queued: int) -> float | None:
+    """Seconds until `deadline` (None: no bound); TimeoutError once it has passed."""
+    if deadline is None:
+        return None
+    remaining = deadline - time.monotonic()
+    if remaining <= 0.0:
+        raise TimeoutError(f"{queued} bytes still queued for the peer at the send deadline")
+    return remaining
 
 
 def _transition_observer(observers: list[Observer]) -> Observer:

@@ -21,7 +21,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from netdicom2.connection import (
     CloseTransport,
@@ -79,13 +79,18 @@ IN_PROGRESS = frozenset({errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK})
 _STREAM = socket.SOCK_STREAM | getattr(socket, "SOCK_NONBLOCK", 0)
 
 
-def start_connect(address: tuple[str, int]) -> tuple[socket.socket | None, int]:
-    """Begin a non-blocking TCP connect (PS3.8 §9.1.2, TRANSPORT CONNECT).
+def start_connect(
+    address: tuple[Any, ...], family: int | None = None
+) -> tuple[socket.socket | None, int]:
+    """Begin a non-blocking TCP connect (PS3.8 §9.1.2, TRANSPORT CONNECT) to one address.
 
-    (socket, 0): connected; (socket, an errno in IN_PROGRESS): watch it for writability, then
-    read SO_ERROR; (None, errno): failed, nothing left open.
+    `address` is a socket address of `family` (as getaddrinfo gives them); without a family,
+    AF_INET6 when the host contains ':'. (socket, 0): connected; (socket, an errno in
+    IN_PROGRESS): watch it for writability, then read SO_ERROR; (None, errno): failed, nothing
+    left open.
     """
-    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+    if family is None:
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
     try:
         sock = socket.socket(family, _STREAM)
     except OSError as exc:
@@ -288,7 +293,8 @@ class OutputQueue:
         if sock is not None:
             with contextlib.suppress(OSError):
                 for chunk in self._chunks:
-                    sock.send(chunk)
+                    if sock.send(chunk) < len(chunk):
+                        break  # full: a later chunk would leave a gap in the byte stream
         self._chunks.clear()
         self.size = 0
         self.deadline = None

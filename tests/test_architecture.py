@@ -23,6 +23,7 @@ HARNESS = frozenset({"conformance", "fuzz", "pcaps", "reports"})
 IO_MODULES = frozenset({"socket", "selectors", "threading", "queue", "time"})
 IO_ALLOWED = (
     "dulprovider.py",
+    "dultransport.py",
     "dulserver.py",
     "transport.py",
     "cli.py",
@@ -166,6 +167,7 @@ def test_only_the_adapter_and_cli_do_io() -> None:
 def test_io_allow_list_matches_the_intended_modules() -> None:
     netdicom2 = ROOT / "netdicom2"
     assert _io_allowed(netdicom2 / "dulprovider.py")
+    assert _io_allowed(netdicom2 / "dultransport.py")
     assert _io_allowed(netdicom2 / "cli_harness.py")
     assert _io_allowed(netdicom2 / "app_scp.py")
     assert _io_allowed(netdicom2 / "dulserver.py")

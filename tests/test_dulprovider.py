@@ -29,6 +29,7 @@ from netdicom2.pdu import (
     decode,
 )
 from netdicom2.transport import OutputQueue, split_pdata
+from tests.test_transport import NAME, fake_names
 
 VERIFICATION = "1.2.840.10008.1.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"
@@ -545,3 +546,113 @@ def test_output_queue_drop_writes_what_fits_then_forgets() -> None:
     finally:
         sender.close()
         receiver.close()
+
+
+@pytest.mark.parametrize("threaded", [True, False], ids=["threaded", "threaded-false"])
+def test_send_deadline_bounds_a_send_to_a_peer_that_reads_a_little_now_and_then(
+    tcp_pair: tuple[socket.socket, socket.socket], threaded: bool
+) -> None:
+    # The "no progress for send_timeout" rule never ends a peer that reads 1 KiB every 0.1 s;
+    # the caller's deadline ends the wait as a whole (then the user aborts: Evt15 → AA-1).
+    client, server = tcp_pair
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    acceptor = DULServiceProvider(server, threaded=threaded, send_timeout=WAIT)
+    if threaded:
+        acceptor.start()
+    request = rq(max_pdu=0)
+    client.sendall(request.encode())
+    assert isinstance(acceptor.receive(WAIT), AAssociateRqPDU)
+    acceptor.send(ac_for(request))
+    read_pdu(client)
+    done = threading.Event()
+    taken = [0]
+
+    def trickle() -> None:
+        while not done.wait(0.1):
+            with contextlib.suppress(OSError):
+                taken[0] += len(client.recv(1024))
+
+    thread = threading.Thread(target=trickle)
+    thread.start()
+    big = PDataTfPDU([PresentationDataValueItem(1, 0x02, bytes(8 << 20))])
+    started = time.monotonic()
+    try:
+        with pytest.raises(TimeoutError, match="send deadline"):
+            acceptor.send(big, deadline=started + 0.5)
+        elapsed = time.monotonic() - started
+        assert 0.45 < elapsed < 1.5, f"{elapsed:.2f} s"
+        assert taken[0] > 0 and acceptor.state is State.Sta6  # the peer did read, slowly
+        acceptor.kill()  # A-ABORT where the socket takes it, then closed at once
+        assert acceptor.state is State.Sta1
+    finally:
+        done.set()
+        thread.join(WAIT)
+
+
+def test_a_requestor_reaches_a_name_whose_first_address_refuses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # TRANSPORT CONNECT to a name (PS3.8 §9.1.2): ::1 refuses, 127.0.0.1 accepts (Evt2 → AE-2).
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        fake_names(monkeypatch, [("::1", port), ("127.0.0.1", port)])
+        requestor = DULServiceProvider(address=(NAME, port))
+        requestor.start()
+        try:
+            requestor.send(rq())
+            listener.settimeout(WAIT)
+            server, _ = listener.accept()
+            with server:
+                assert decode(read_pdu(server)).pdu_type == 0x01  # the A-ASSOCIATE-RQ
+                assert requestor.state is State.Sta5
+        finally:
+            requestor.kill()
+        assert requestor.state is State.Sta1
+
+
+def test_an_address_that_stays_silent_gives_way_to_the_next_in_its_share_of_the_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A listener whose accept queue is full drops SYNs: the connect neither completes nor
+    # fails. With two addresses it has half of connect_timeout, then the next is tried.
+    with (
+        socket.create_server(("127.0.0.1", 0), backlog=0) as silent,
+        socket.create_server(("127.0.0.1", 0)) as listener,
+        socket.socket() as filler,
+    ):
+        filler.connect(silent.getsockname())  # fills the accept queue
+        fake_names(
+            monkeypatch,
+            [("127.0.0.1", silent.getsockname()[1]), ("127.0.0.1", listener.getsockname()[1])],
+        )
+        requestor = DULServiceProvider(address=(NAME, 104), connect_timeout=1.0)
+        requestor.start()
+        try:
+            started = time.monotonic()
+            requestor.send(rq())
+            listener.settimeout(WAIT)
+            server, _ = listener.accept()
+            with server:
+                assert decode(read_pdu(server)).pdu_type == 0x01
+            assert 0.4 < time.monotonic() - started < 1.0  # its share: half of 1 s
+        finally:
+            requestor.kill()
+
+
+def test_output_queue_drop_stops_at_a_partial_write_leaving_no_gap() -> None:
+    class Stingy:
+        """A socket that takes at most 10 bytes per call (its buffer is nearly full)."""
+
+        def __init__(self) -> None:
+            self.written = b""
+
+        def send(self, data: memoryview) -> int:
+            self.written += bytes(data[:10])
+            return min(10, len(data))
+
+    out = OutputQueue()
+    out._add([b"a" * 100, b"b" * 100], 0)
+    sock = Stingy()
+    out.drop(sock)  # type: ignore[arg-type]
+    assert sock.written == b"a" * 10  # never "b"s after a cut: the peer would see a gap
+    assert not out and out.size == 0
