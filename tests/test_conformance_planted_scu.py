@@ -38,6 +38,7 @@ EXPECTED: dict[str, tuple[set[str], set[str]]] = {  # fail, inconclusive
     "close-on-collision": ({"Sta7-Evt12"}, {"Sta11-Evt13"}),
     "rst-after-release": ({"Sta7-Evt13", "Sta11-Evt13"}, set()),
     "abort-source-0": ({"Sta5-Evt12", "Sta6-Evt3"}, set()),
+    "abort-on-data-in-sta7": ({"Sta7-Evt10"}, set()),
 }
 
 
