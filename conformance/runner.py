@@ -332,6 +332,8 @@ class WireSteps(Driver):
         wire = self._need_wire()
         start = time.monotonic()
         deadline = start + step.within
+        wanted = rules_text(step.any_of) + (" or nothing (state kept)" if step.or_silence else "")
+        skipped: list[str] = []
         while True:
             event = wire.next_event(deadline)
             if event is None:
@@ -343,11 +345,12 @@ class WireSteps(Driver):
             if isinstance(event, Closed):
                 raise StepFailed(
                     f"the IUT closed the transport ({event.how.upper()}) after "
-                    f"{event.at - start:.3f} s; expected {rules_text(step.any_of)}"
+                    f"{event.at - start:.3f} s; expected {wanted}"
                 )
             name = PDU_NAMES.get(event.pdu_type)
             if name in step.skip:
                 self._judge(event.data)
+                skipped.append(frame_text(event.data))
                 continue
             self.last_rx[event.pdu_type] = event
             rule = matching_rule(event.data, step.any_of)
@@ -356,9 +359,10 @@ class WireSteps(Driver):
                 extra = self._judge(event.data)
                 if rule.undecided:
                     raise Inconclusive(f"got {frame_text(event.data)}: {rule.undecided}")
-                return f"got {frame_text(event.data)} after {event.at - start:.3f} s{extra}"
+                first = f" (after {', '.join(skipped)})" if skipped else ""
+                return f"got {frame_text(event.data)} after {event.at - start:.3f} s{first}{extra}"
             self._content(event.data)  # notes a transient rejection
-            raise StepFailed(f"got {frame_text(event.data)}; expected {rules_text(step.any_of)}")
+            raise StepFailed(f"got {frame_text(event.data)}; expected {wanted}")
 
     def _expect_closed(self, step: ExpectClosed) -> str:
         """Wait for the IUT to close the transport, with no PDU first (PS3.8 §9.1.4)."""
