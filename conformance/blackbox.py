@@ -37,6 +37,8 @@ from netdicom2.conformance.script import (
     Connect,
     Expect,
     ExpectClosed,
+    ExpectIdleEnd,
+    ExpectResponses,
     ExpectSilence,
     ExpectSta13,
     Pdu,
@@ -49,7 +51,7 @@ from netdicom2.conformance.script import (
 from netdicom2.conformance.table import CellSpec
 from netdicom2.dimse import c_echo_rq, encode_command
 from netdicom2.items import PresentationDataValueItem
-from netdicom2.pdu import AReleaseRqPDU, PDataTfPDU
+from netdicom2.pdu import AReleaseRpPDU, AReleaseRqPDU, PDataTfPDU
 from netdicom2.subitems import (
     SCPSCURoleSelectionSubItem,
     SOPClassCommonExtendedNegotiationSubItem,
@@ -238,6 +240,22 @@ def _main_expect(c: CellSpec, params: Params, listen: bool, window: float) -> li
         if s == "Sta2":
             within = max(within, timer * 1.25 + 2.0)
         return [ExpectClosed(within=within, not_before=timer * 0.8, expected=timer, how="any")]
+    if spec.name == "AR-6":
+        # A requestor in Sta7 (PS3.8 §7.2.2, Table 9-8 AR-6): a P-DATA indication, still Sta7,
+        # so the provider neither aborts nor closes, and our A-RELEASE-RP then completes the
+        # release (AR-3). Its user may abort instead (Evt15 in Sta7, AA-1: source 0).
+        user_abort = Pdu(
+            "A-ABORT",
+            source=(0,),
+            undecided="its user aborted after the P-DATA indication (Evt15 in Sta7, AA-1):"
+            " that the provider stayed in Sta7 was not shown",
+        )
+        # The close shows AR-3 from Sta7; FIN or RST is Sta7-Evt13's to judge.
+        return [
+            Expect((user_abort,), within=window, or_silence=True),
+            Send(AReleaseRpPDU()),
+            ExpectClosed(),
+        ]
     if spec.name == "AR-3":  # the release is complete: an orderly close (Table 9-8)
         return [ExpectClosed(how="fin")]
     if spec.transport in ("close", "gone"):
@@ -341,7 +359,9 @@ def _cases(c: CellSpec, params: Params, listen: bool, window: float) -> list[Cas
             at_once = _recipe("sent at once after connect", (Connect(), "Sta1-Evt5"))
             cases.append(Case("sent at once after connect", main.inject, main.expect, (at_once,)))
     if e == "Evt10" and s == "Sta6" and not listen:
-        cases.append(_fragmented_echo(params, window))
+        cases += [_fragmented_echo(params, window), _many_echoes(ECHOES)]
+    if e == "Evt12" and s == "Sta6" and not listen:
+        cases.append(_echo_then_release(c, params, window))
     return cases
 
 
@@ -370,6 +390,58 @@ def _fragmented_echo(params: Params, window: float) -> Case:
         (Send(data),),
         (Expect((Pdu("P-DATA-TF"),), within=3.0),),
     )
+
+
+ECHOES = 50  # C-ECHO-RQ back to back in one segment (Sta6-Evt10)
+
+
+def _many_echoes(count: int) -> Case:
+    """Many P-DATA-TF back to back in one segment: each a whole C-ECHO-RQ (DT-2 each)."""
+    data = b"".join(
+        PDataTfPDU([PresentationDataValueItem(1, 0x03, encode_command(c_echo_rq(i)))]).encode()
+        for i in range(1, count + 1)
+    )
+    return Case(
+        f"{count} C-ECHO-RQ in {count} P-DATA-TF back to back (one segment)",
+        (Send(data),),
+        (ExpectResponses(1, count, within=3.0 + count / 25),),
+    )
+
+
+def _echo_then_release(c: CellSpec, params: Params, window: float) -> Case:
+    """A C-ECHO-RQ and our A-RELEASE-RQ in one segment: data while the release is pending.
+
+    DT-2 then AR-2 (Sta8): its user may still answer the echo there (AR-7, PS3.8 §7.2.2) before
+    its A-RELEASE-RP (AR-4); after the RP it is in Sta13 and sends no data (Table 9-10: no
+    P-DATA request in Sta13), and nothing aborts (source 2) on the way.
+    """
+    main = _main_expect(c, params, False, window)
+    assert isinstance(main[0], Expect)
+    return Case(
+        "a C-ECHO-RQ and the A-RELEASE-RQ in one segment (the answer before the A-RELEASE-RP)",
+        (Send(ECHO.encode() + AReleaseRqPDU().encode()),),
+        (main[0], _sta13(params, "A-RELEASE-RP", window, await_close=False)),
+    )
+
+
+def _idle(params: Params, window: float) -> list[Script]:
+    """Sta6-Evt15 of an acceptor: an idle association, ended (or not) by its own timer."""
+    artim = params.artim if params.artim is not None else params.long_artim
+    wait = ExpectIdleEnd(params.ceiling(None), window, params.sta13, params.ceiling(params.sta13))
+    return [
+        Script(
+            "Sta6-Evt15",
+            "acceptor",
+            artim,
+            recipe.steps,
+            (),
+            (wait,),
+            recipe=recipe.name,
+            reaches=recipe.reaches,
+            case="idle association (the peer's own timer)",
+        )
+        for recipe in _acceptor_recipes("Sta6", params, window)
+    ]
 
 
 # Sta3 and Sta8 last only until the peer's user answers: the event is sent in the same TCP
@@ -430,6 +502,9 @@ def remote_plans(c: CellSpec, params: Params, *, listen: bool) -> list[Script] |
     s, e = c.state, c.event
     if c.blank:
         return Skip("blank", "blank in Table 9-10: the event cannot legally occur in this state")
+    if (s, e) == ("Sta6", "Evt15") and not listen:
+        artim = params.artim if params.artim is not None else params.long_artim
+        return _idle(params, min(params.window, artim / 4))
     if e in USER_EVENTS:
         return Skip(
             "na", f"{e} is a primitive of the peer's local user: not producible from the wire"

@@ -32,7 +32,6 @@ from netdicom2.conformance.remote import (
     RemoteDriver,
     Spawner,
     probe_acceptor,
-    probe_idle,
     probe_requestor,
 )
 from netdicom2.conformance.runner import Driver, Run, execute
@@ -329,6 +328,9 @@ def _judge(
             if notes:
                 result.reason = "; ".join(notes)
         return
+    if run.na:  # the peer never produced the event (its own timer did not run out)
+        result.verdict, result.reason = "na", run.message
+        return
     if run.transient is not None:
         result.verdict = "inconclusive"
         result.reason = (
@@ -343,7 +345,8 @@ def _judge(
         return
     if not run.delivered and run.phase != "setup":
         result.verdict = "inconclusive"
-        result.reason = f"{spec.event} not delivered in {spec.state}: {_where(run)}"
+        what = "not delivered in" if run.phase == "inject" else "not judged in"
+        result.reason = f"{spec.event} {what} {spec.state}: {_where(run)}"
         return
     result.verdict = "fail"
     result.reason = f"{run.phase} step {run.index}: {run.message}"
@@ -434,9 +437,6 @@ def run_matrix(
         elif target.kind == "remote" and target.address is not None:
             rq = association_rq(target.params)
             header["peer"] = probe_acceptor(target.address, target.connector, rq)
-            if not only:  # the whole matrix: also what an idle association leads to
-                wait = target.params.ceiling(None)
-                header["idle"] = probe_idle(target.address, target.connector, rq, wait)
         start = time.monotonic()
         if pool is not None:
             for future in [pool.submit(one, spec) for spec in selected]:

@@ -3,7 +3,8 @@
 ``PlantedAcceptor()`` conforms to Table 9-10 for everything a black-box matrix can drive:
 ARTIM in Sta2 and Sta13, AE-6 (reject branch for a protocol version without bit 0), C-ECHO
 answered in Sta6, AR-2/AR-4 on a release, AA-1/AA-7/AA-8 with the right sources, AA-6 in
-Sta13. Each name in ``deviations`` plants one bug (``DEVIATIONS`` says which), so tests can
+Sta13; with ``idle`` set, an idle association ends by its user's A-ABORT (AA-1, source 0).
+Each name in ``deviations`` plants one bug (``DEVIATIONS`` says which), so tests can
 show that the matrix fails the right cells and nothing else. Loopback only; one thread per
 connection; every wait is a bounded ``select``.
 """
@@ -45,6 +46,9 @@ DEVIATIONS: dict[str, str] = {
     "ac-unproposed-syntax": "the AC accepts a transfer syntax that was not proposed",
     "abort-source-0": "AA-8 sends an A-ABORT of source 0 (service-user)",
     "rst-in-sta13": "any PDU in Sta13 resets the connection (not AA-6/AA-7)",
+    "drop-rest-of-segment": "after a P-DATA-TF, the rest of what one read returned is lost",
+    "data-after-release-rp": "an answer pending behind an A-RELEASE-RQ is sent after the RP",
+    "idle-bare-close": "its idle timer closes the transport with no A-ABORT (FIN only)",
 }
 _HEADER = struct.Struct(">BBI")
 _UNPROPOSED = "1.2.840.10008.1.2.4.999"
@@ -58,14 +62,21 @@ class PlantedAcceptor:
     """The acceptor on 127.0.0.1; ``address`` to connect to; a context manager."""
 
     def __init__(
-        self, deviations: Iterable[str] = (), *, artim: float = 0.5, sta13: float = 0.5
+        self,
+        deviations: Iterable[str] = (),
+        *,
+        artim: float = 0.5,
+        sta13: float = 0.5,
+        idle: float | None = None,
     ) -> None:
-        """Listen now; serve from a thread until ``close``."""
+        """Listen now; serve from a thread until ``close``; ``idle``: its user's idle timer."""
         self.deviations = frozenset(deviations)
         unknown = self.deviations - set(DEVIATIONS)
         if unknown:
             raise ValueError(f"unknown deviations {sorted(unknown)}")
-        self.artim, self.sta13 = artim, sta13
+        self.artim, self.sta13, self.idle = artim, sta13, idle
+        if "idle-bare-close" in self.deviations and idle is None:
+            self.idle = 0.5
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.address: tuple[str, int] = self.sock.getsockname()[:2]
         self._stop = threading.Event()
@@ -102,11 +113,21 @@ class PlantedAcceptor:
     def _handle(self, conn: socket.socket) -> None:
         """Table 9-10 from Sta2 (AE-5 started ARTIM) to Sta1."""
         with contextlib.suppress(_Closed, OSError), conn:
-            state, deadline = "Sta2", time.monotonic() + self.artim
+            state = "Sta2"
+            deadline: float | None = time.monotonic() + self.artim
             rq: AAssociateRqPDU | None = None
             fragments: list[bytes] = []
+            pending: list[bytes] = []  # answers held back ("data-after-release-rp")
             while state != "Sta1" and not self._stop.is_set():
-                pdu = _read_pdu(conn, deadline if state in ("Sta2", "Sta13") else None)
+                if state == "Sta6":  # its user's idle timer, when it has one (§9.1.4 Note 2)
+                    deadline = None if self.idle is None else time.monotonic() + self.idle
+                pdu = _read_pdu(conn, deadline)
+                if pdu is None and state == "Sta6":
+                    if "idle-bare-close" in self.deviations:
+                        raise _Closed  # the planted bug: a bare close (FIN), no PDU
+                    state = self._abort(conn, 0, 0)  # its user's A-ABORT request: AA-1
+                    deadline = time.monotonic() + self.sta13
+                    continue
                 if pdu is None:  # Evt18 in Sta2/Sta13: AA-2, close
                     if state == "Sta13" and "never-close-sta13" in self.deviations:
                         deadline = time.monotonic() + 3600
@@ -116,7 +137,7 @@ class PlantedAcceptor:
                 if state == "Sta2":
                     state, rq = self._sta2(conn, kind, pdu)
                 elif state == "Sta6":
-                    state = self._sta6(conn, kind, pdu, rq, fragments)
+                    state = self._sta6(conn, kind, pdu, rq, fragments, pending)
                 else:
                     state = self._sta13(conn, kind, pdu)  # AA-6/AA-7: the timer runs on
                 if state == "Sta13" and before != "Sta13":  # AA-1, AA-8, AE-6/8, AR-4
@@ -167,6 +188,7 @@ class PlantedAcceptor:
         pdu: bytes,
         rq: AAssociateRqPDU | None,
         fragments: list[bytes],
+        pending: list[bytes],
     ) -> str:
         """Sta6: DT-2 (a C-ECHO answered), AR-2 (then AR-4), AA-3, AA-8."""
         source = 0 if "abort-source-0" in self.deviations else 2
@@ -176,6 +198,8 @@ class PlantedAcceptor:
             if "ignore-release" in self.deviations:
                 return "Sta6"
             conn.sendall(AReleaseRpPDU().encode())  # AR-2, the user's AR-4
+            for answer in pending:  # the planted bug: data in Sta13, after the RP
+                conn.sendall(answer)
             return "Sta13"
         if kind != 0x04:
             return self._abort(conn, source, 1 if kind not in range(1, 8) else 2)
@@ -195,7 +219,13 @@ class PlantedAcceptor:
         if "long-pdata" in self.deviations:
             limit = (rq.max_length if rq is not None else 0) or 16384
             items.insert(0, PresentationDataValueItem(item.context_id, 0x00, bytes(limit)))
-        conn.sendall(PDataTfPDU(items).encode())
+        if "drop-rest-of-segment" in self.deviations:
+            _drain(conn)
+        answer = PDataTfPDU(items).encode()
+        if "data-after-release-rp" in self.deviations and _peek(conn) == b"\x05":
+            pending.append(answer)  # an A-RELEASE-RQ waits: answered first (the bug)
+            return "Sta6"
+        conn.sendall(answer)
         return "Sta6"
 
     def _sta13(self, conn: socket.socket, kind: int, pdu: bytes) -> str:
@@ -208,6 +238,29 @@ class PlantedAcceptor:
         if kind == 0x01 or kind not in range(1, 8) or not _decodes(pdu):
             conn.sendall(AAbortPDU(2, 2).encode())  # AA-7 (Evt6 or Evt19)
         return "Sta13"
+
+
+def _peek(conn: socket.socket) -> bytes:
+    """The first byte already received and not yet read, or b"" (no wait)."""
+    conn.setblocking(False)
+    try:
+        return conn.recv(1, socket.MSG_PEEK)
+    except (BlockingIOError, InterruptedError):
+        return b""
+    finally:
+        conn.setblocking(True)
+
+
+def _drain(conn: socket.socket) -> None:
+    """Discard what has arrived and is not yet read (a reader that loses it)."""
+    while _peek(conn):
+        conn.setblocking(False)
+        try:
+            conn.recv(1 << 16)
+        except (BlockingIOError, InterruptedError):
+            return
+        finally:
+            conn.setblocking(True)
 
 
 def _decodes(pdu: bytes) -> bool:

@@ -30,6 +30,7 @@ DEVIATIONS: dict[str, str] = {
     "close-on-collision": "AR-8: closes on an A-RELEASE-RQ in Sta7 instead of answering",
     "rst-after-release": "AR-3: closes with a RST, not a FIN",
     "abort-source-0": "AA-8 sends an A-ABORT of source 0 (service-user)",
+    "abort-on-data-in-sta7": "a P-DATA-TF in Sta7 is aborted (AA-8) instead of indicated (AR-6)",
 }
 _VERIFICATION = "1.2.840.10008.1.1"
 _IMPLICIT = "1.2.840.10008.1.2"
@@ -111,6 +112,8 @@ class _Requestor:
             return self._abort()
         if state == "Sta7":
             if kind == 0x04:
+                if "abort-on-data-in-sta7" in self.bugs:
+                    return self._abort()
                 return "Sta7"  # AR-6
             if kind == 0x06:
                 return self._released()

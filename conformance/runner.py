@@ -20,6 +20,8 @@ from netdicom2.conformance.script import (
     Close,
     Expect,
     ExpectClosed,
+    ExpectIdleEnd,
+    ExpectResponses,
     ExpectSilence,
     ExpectSta13,
     HalfClose,
@@ -35,11 +37,12 @@ from netdicom2.conformance.table import PDU_NAMES
 from netdicom2.dimse import c_echo_rsp, decode_command, encode_command
 from netdicom2.exceptions import NetDicomError
 from netdicom2.items import PresentationDataValueItem
-from netdicom2.pdu import AAssociateAcPDU, AAssociateRqPDU, PDataTfPDU, decode
+from netdicom2.pdu import AAssociateAcPDU, AAssociateRqPDU, AReleaseRpPDU, PDataTfPDU, decode
 
 __all__ = [
     "Driver",
     "Inconclusive",
+    "NotApplicable",
     "Run",
     "StepFailed",
     "WireSteps",
@@ -57,6 +60,10 @@ class Inconclusive(Exception):
     """The cell cannot be judged: the event was not delivered in its state, or cannot be."""
 
 
+class NotApplicable(Inconclusive):
+    """The peer never produced the event (its own timer did not run out): nothing to judge."""
+
+
 @dataclass
 class Run:
     """The outcome of one script: ok, or the phase/step that failed and why."""
@@ -69,6 +76,7 @@ class Run:
     measured: dict[str, float] = field(default_factory=dict)
     delivered: bool = True  # False: the inject phase could not deliver the event
     transient: tuple[int, int, int] | None = None  # an A-ASSOCIATE-RJ with result 2 seen
+    na: bool = False  # the peer never produced the event (NotApplicable)
     step_text: str = ""  # the failed step, described
 
 
@@ -117,6 +125,7 @@ def execute(script: Script, driver: Driver) -> Run:
                 except (StepFailed, PeerError, Inconclusive) as exc:
                     run.ok, run.phase, run.index, run.message = False, phase, index, str(exc)
                     run.delivered = not isinstance(exc, Inconclusive) and phase != "setup"
+                    run.na = isinstance(exc, NotApplicable)
                     run.step_text = brief(step)
                     run.log.append(f"{index:2d} {describe(step)}: FAILED: {exc}")
                     if isinstance(exc, Inconclusive):  # what follows is not judged: glance
@@ -149,6 +158,10 @@ def brief(step: Step) -> str:
         return f"hold Sta13 after the {step.after}"
     if isinstance(step, Reply):
         return f"answer with {step.kind}"
+    if isinstance(step, ExpectResponses):
+        return f"expect {step.count} responses in order"
+    if isinstance(step, ExpectIdleEnd):
+        return "wait on an idle association"
     return type(step).__name__
 
 
@@ -250,6 +263,10 @@ class WireSteps(Driver):
             return self._expect_silence(step)
         if isinstance(step, ExpectSta13):
             return self._expect_sta13(step)
+        if isinstance(step, ExpectResponses):
+            return self._expect_responses(step)
+        if isinstance(step, ExpectIdleEnd):
+            return self._expect_idle_end(step)
         if isinstance(step, HalfClose):
             self._need_wire().half_close()
             return "half-closed (FIN sent, still reading)"
@@ -315,6 +332,8 @@ class WireSteps(Driver):
         wire = self._need_wire()
         start = time.monotonic()
         deadline = start + step.within
+        wanted = rules_text(step.any_of) + (" or nothing (state kept)" if step.or_silence else "")
+        skipped: list[str] = []
         while True:
             event = wire.next_event(deadline)
             if event is None:
@@ -326,11 +345,12 @@ class WireSteps(Driver):
             if isinstance(event, Closed):
                 raise StepFailed(
                     f"the IUT closed the transport ({event.how.upper()}) after "
-                    f"{event.at - start:.3f} s; expected {rules_text(step.any_of)}"
+                    f"{event.at - start:.3f} s; expected {wanted}"
                 )
             name = PDU_NAMES.get(event.pdu_type)
             if name in step.skip:
                 self._judge(event.data)
+                skipped.append(frame_text(event.data))
                 continue
             self.last_rx[event.pdu_type] = event
             rule = matching_rule(event.data, step.any_of)
@@ -339,9 +359,10 @@ class WireSteps(Driver):
                 extra = self._judge(event.data)
                 if rule.undecided:
                     raise Inconclusive(f"got {frame_text(event.data)}: {rule.undecided}")
-                return f"got {frame_text(event.data)} after {event.at - start:.3f} s{extra}"
+                first = f" (after {', '.join(skipped)})" if skipped else ""
+                return f"got {frame_text(event.data)} after {event.at - start:.3f} s{first}{extra}"
             self._content(event.data)  # notes a transient rejection
-            raise StepFailed(f"got {frame_text(event.data)}; expected {rules_text(step.any_of)}")
+            raise StepFailed(f"got {frame_text(event.data)}; expected {wanted}")
 
     def _expect_closed(self, step: ExpectClosed) -> str:
         """Wait for the IUT to close the transport, with no PDU first (PS3.8 §9.1.4)."""
@@ -418,6 +439,104 @@ class WireSteps(Driver):
         if step.timer is not None and elapsed > step.timer * 1.25 + 2.0:
             raise StepFailed(f"closes after {elapsed:.1f} s (expected about {step.timer:g} s)")
         return f"held Sta13, then closed ({event.how.upper()}) {elapsed:.3f} s after it"
+
+    def _expect_responses(self, step: ExpectResponses) -> str:
+        """Every request answered, in order, and nothing else (DT-2 per P-DATA-TF, Annex E)."""
+        wire = self._need_wire()
+        start = time.monotonic()
+        expected, last = step.first, step.first + step.count - 1
+        commands: dict[int, bytearray] = {}  # per presentation context: command fragments
+        while expected <= last:
+            answered = f"{expected - step.first} of {step.count} requests answered"
+            event = wire.next_event(start + step.within)
+            if event is None:
+                raise StepFailed(
+                    f"{answered} within {step.within} s; no response to message {expected}"
+                )
+            if isinstance(event, Closed):
+                raise StepFailed(f"the IUT closed the transport ({event.how.upper()}); {answered}")
+            if event.pdu_type != 0x04:
+                if event.pdu_type == 0x07 and parse_frame(event.data).get("source") == 0:
+                    # PS3.7 Annex D.3.3.3: past the negotiated window (1 by default) the user
+                    # may refuse more operations; its abort is not the provider's to judge.
+                    raise Inconclusive(f"its user aborted ({frame_text(event.data)}); {answered}")
+                raise StepFailed(f"got {frame_text(event.data)}; {answered}")
+            wire.last_activity = event.at
+            self._judge(event.data)
+            try:
+                pdata = decode(event.data)
+            except NetDicomError as exc:
+                raise StepFailed(f"a P-DATA-TF that cannot be decoded ({exc}); {answered}") from exc
+            assert isinstance(pdata, PDataTfPDU)
+            for item in pdata.data_value_items:
+                if not item.control_header & 0x01:
+                    continue  # a data set fragment (Annex E): not a response's command
+                buffer = commands.setdefault(item.context_id, bytearray())
+                buffer += item.fragment
+                if not item.control_header & 0x02:
+                    continue  # more fragments of this command follow
+                del commands[item.context_id]
+                try:
+                    command = decode_command(bytes(buffer))
+                except (NetDicomError, ValueError) as exc:
+                    raise StepFailed(f"a command that cannot be decoded ({exc})") from exc
+                got = command.message_id_being_responded_to
+                if not command.command_field & 0x8000 or got != expected:
+                    raise StepFailed(
+                        f"response {expected - step.first + 1} answers message {got}, expected"
+                        f" {expected}: each P-DATA-TF is indicated in turn (DT-2) and, without an"
+                        " asynchronous operations window, answered in turn (PS3.7 D.3.3.3)"
+                    )
+                expected += 1
+                if expected > last:
+                    break
+        took = time.monotonic() - start
+        return f"all {step.count} requests answered in order within {took:.3f} s"
+
+    def _expect_idle_end(self, step: ExpectIdleEnd) -> str:
+        """Sta6 left on the IUT's initiative by AR-1 or AA-1 only (Table 9-10, §9.1.4 Note 2)."""
+        wire = self._need_wire()
+        start = time.monotonic()
+        while True:
+            event = wire.next_event(start + step.within)
+            if event is None:
+                self.aftermath_window = 0.0
+                raise NotApplicable(
+                    f"the peer kept the idle association open for {step.within:g} s: no idle"
+                    " timer of its own seen (PS3.8 prescribes none: §9.1.4 Note 2)"
+                )
+            after = event.at - start
+            if isinstance(event, Closed):
+                raise StepFailed(
+                    f"closed the idle association ({event.how.upper()}) after {after:.1f} s with"
+                    " no A-ABORT or A-RELEASE-RQ: no action of Sta6 closes the transport without"
+                    " a PDU (Table 9-10; §9.1.4 Notes 1 and 2: its timer ends the association"
+                    " with an A-ABORT request, Evt15 → AA-1)"
+                )
+            name = PDU_NAMES.get(event.pdu_type)
+            wire.last_activity = event.at
+            if name == "P-DATA-TF":  # its user's data (DT-1): still Sta6
+                self._judge(event.data)
+                continue
+            if name == "A-ABORT" and parse_frame(event.data).get("source") == 0:
+                held = self._expect_sta13(
+                    ExpectSta13("A-ABORT", step.hold, step.timer, step.sta13_within)
+                )
+                return f"its user aborted after {after:.1f} s (AA-1); {held}"
+            if name == "A-RELEASE-RQ":  # AR-1, Sta7: our A-RELEASE-RP makes it AR-3 (a FIN)
+                wire.send(AReleaseRpPDU().encode())
+                closed = self._expect_closed(ExpectClosed(how="fin"))
+                return f"its user released after {after:.1f} s (AR-1); after our RP: {closed}"
+            why = (
+                "no PDU arrived, so no provider abort (AA-8) applies; its user's A-ABORT"
+                " request (Evt15, AA-1) has source 0 (Table 9-26)"
+                if name == "A-ABORT"
+                else "Table 9-10: only AR-1 or AA-1 leave Sta6 with nothing received"
+            )
+            raise StepFailed(
+                f"ended the idle association with {frame_text(event.data)} after {after:.1f} s:"
+                f" {why}"
+            )
 
     def _expect_silence(self, step: ExpectSilence) -> str:
         """Nothing may arrive, and the transport stays open, for the duration."""

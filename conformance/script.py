@@ -29,8 +29,10 @@ __all__ = [
     "Expect",
     "ExpectArtim",
     "ExpectClosed",
+    "ExpectIdleEnd",
     "ExpectNoTransition",
     "ExpectRefused",
+    "ExpectResponses",
     "ExpectSilence",
     "ExpectSta13",
     "ExpectTransition",
@@ -145,6 +147,36 @@ class ExpectSta13:
 
 
 @dataclass(frozen=True)
+class ExpectResponses:
+    """The IUT answers DIMSE requests ``first`` … ``first + count - 1`` in order, none aborts.
+
+    Each request came in its own P-DATA-TF (DT-2 each: PS3.8 Table 9-10, Sta6-Evt10); every
+    indication reaches the IUT's user, whose responses name the requests by Message ID Being
+    Responded To (PS3.7 §9.3.1). Responses may share a P-DATA-TF or be fragmented (Annex E).
+    """
+
+    first: int
+    count: int
+    within: float = 5.0
+
+
+@dataclass(frozen=True)
+class ExpectIdleEnd:
+    """Nothing was sent in Sta6: how the IUT's own timer ends the association, if it does.
+
+    PS3.8 Table 9-10 leaves Sta6 on the IUT's initiative only by its user's A-RELEASE request
+    (Evt11, AR-1: an A-RELEASE-RQ) or A-ABORT request (Evt15, AA-1: an A-ABORT of source 0,
+    ARTIM, Sta13); §9.1.4 Note 2 puts such timers in the user (PS3.7). No action of Sta6 closes
+    the transport without a PDU. Silence for ``within`` seconds: no idle timer, not judged.
+    """
+
+    within: float
+    hold: float = 0.3
+    timer: float | None = None  # its Sta13 timer, when known
+    sta13_within: float = 3.0
+
+
+@dataclass(frozen=True)
 class ExpectSilence:
     """The IUT sends nothing and keeps the transport open for ``duration`` seconds."""
 
@@ -256,6 +288,8 @@ Step: TypeAlias = (
     | ExpectClosed
     | ExpectSilence
     | ExpectSta13
+    | ExpectResponses
+    | ExpectIdleEnd
     | Close
     | HalfClose
     | Reset
@@ -281,6 +315,8 @@ WIRE_STEPS = (
     ExpectClosed,
     ExpectSilence,
     ExpectSta13,
+    ExpectResponses,
+    ExpectIdleEnd,
     Close,
     HalfClose,
     Reset,

@@ -16,8 +16,7 @@ import pytest
 from netdicom2.app_scp import StorageSCP
 from netdicom2.conformance.matrix import Report, Target, run_matrix
 from netdicom2.conformance.planted import DEVIATIONS, PlantedAcceptor
-from netdicom2.conformance.recipes import Params, association_rq
-from netdicom2.conformance.remote import probe_idle
+from netdicom2.conformance.recipes import Params
 
 PARAMS = Params(artim=0.5, max_wait=3.0)
 ABORTS_STA2 = {"Sta2-Evt3", "Sta2-Evt4", "Sta2-Evt10", "Sta2-Evt12", "Sta2-Evt13", "Sta2-Evt19"}
@@ -31,7 +30,7 @@ EXPECTED: dict[str, tuple[set[str], set[str]]] = {
     "ignore-release": ({"Sta6-Evt12"}, CONTROLS),
     "reset-after-abort": (ABORTS_STA2 | ABORTS_STA6, CONTROLS),
     "never-close-sta13": ({"Sta2-Evt3", "Sta6-Evt12", "Sta6-Evt19", "Sta13-Evt18"}, CONTROLS),
-    "long-pdata": ({"Sta6-Evt10"}, CONTROLS - {"Sta6-Evt10"} | {"Sta6-Evt12"}),
+    "long-pdata": ({"Sta6-Evt10", "Sta6-Evt12"}, CONTROLS - {"Sta6-Evt10"}),
     "wrong-rj-triple": ({"Sta2-Evt6"}, CONTROLS),
     "ac-unproposed-syntax": ({"Sta2-Evt6"}, {"Sta1-Evt5", "Sta2-Evt16"}),
     "abort-source-0": (ABORTS_STA6, CONTROLS | {"Sta2-Evt3"}),
@@ -39,6 +38,9 @@ EXPECTED: dict[str, tuple[set[str], set[str]]] = {
         {"Sta13-Evt3", "Sta13-Evt6", "Sta13-Evt10", "Sta13-Evt19"},
         CONTROLS - {"Sta13-Evt17"} | {"Sta13-Evt16"},
     ),
+    "drop-rest-of-segment": ({"Sta6-Evt10", "Sta6-Evt12"}, CONTROLS - {"Sta6-Evt10"}),
+    "data-after-release-rp": ({"Sta6-Evt12"}, CONTROLS),
+    "idle-bare-close": ({"Sta6-Evt15"}, CONTROLS),
 }
 
 
@@ -75,9 +77,12 @@ def test_a_conforming_acceptor_gets_no_fail() -> None:
     assert _verdicts(report, "fail") == set()
     _left_transient_state(report)
     assert report.counts()["pass"] == 30, [r.reason for r in report.results if r.reason]
-    assert report.header["idle"] == "idle association: nothing within 3 s"
-    rj = next(r for r in report.results if r.cell == "Sta2-Evt6")
-    assert "4 cases passed" in rj.reason  # minimal, version 0002H, version 0003H, 128 contexts
+    by_cell = {r.cell: r for r in report.results}
+    assert "4 cases passed" in by_cell["Sta2-Evt6"].reason  # minimal, 0002H, 0003H, 128 contexts
+    assert "3 cases passed" in by_cell["Sta6-Evt10"].reason  # one ECHO, 8 fragments, 50 ECHOs
+    assert "2 cases passed" in by_cell["Sta6-Evt12"].reason  # the release alone, behind an ECHO
+    idle = by_cell["Sta6-Evt15"]  # no idle timer: nothing to judge
+    assert idle.verdict == "na" and "kept the idle association open for 3 s" in idle.reason
 
 
 @pytest.mark.timeout(60)
@@ -137,16 +142,20 @@ def test_our_scp_conforms_and_a_local_limit_lowers_the_jobs() -> None:
     assert jobs["at most"] < 4 and "local-limit-exceeded" in jobs["note"]
 
 
-def test_an_idle_association_is_recorded_not_judged() -> None:
-    # Not prescribed by PS3.8 (a local timer): recorded in the header, never a verdict.
-    rq = association_rq(PARAMS)
+def test_an_idle_association_ended_by_an_abort_passes() -> None:
+    # Sta6-Evt15: its own timer ends the association by its user's A-ABORT (AA-1), Sta13 held.
+    with PlantedAcceptor(idle=0.3, sta13=0.5) as peer:
+        (planted,) = _matrix(peer.address, {"Sta6-Evt15"}).results
+    assert planted.verdict == "pass", planted.reason
+    assert any("its user aborted after 0.3 s (AA-1); held Sta13" in o for o in planted.observed)
     with StorageSCP("127.0.0.1", 0, idle_timeout=0.3) as scp:
-        text = probe_idle(scp.address, None, rq, 2.0)
-    assert text.startswith("idle association: A-ABORT(source=0") and "closed (FIN)" in text
-    with PlantedAcceptor() as peer:
-        assert probe_idle(peer.address, None, rq, 0.2) == "idle association: nothing within 0.2 s"
-        only = _matrix(peer.address, {"Sta1-Evt5"})
-    assert "idle" not in only.header  # --cell runs skip it
+        (ours,) = _matrix(scp.address, {"Sta6-Evt15"}).results
+    assert ours.verdict == "pass", ours.reason
+    assert "Sta13 not held, the PDU was delivered first" in ours.reason  # A-ABORT, then a FIN
+    with PlantedAcceptor(["idle-bare-close"], idle=0.3) as peer:
+        (bare,) = _matrix(peer.address, {"Sta6-Evt15"}).results
+    assert bare.verdict == "fail"
+    assert "closed the idle association (FIN) after 0.3 s with no A-ABORT" in bare.reason
 
 
 @pytest.mark.timeout(30)

@@ -38,6 +38,7 @@ EXPECTED: dict[str, tuple[set[str], set[str]]] = {  # fail, inconclusive
     "close-on-collision": ({"Sta7-Evt12"}, {"Sta11-Evt13"}),
     "rst-after-release": ({"Sta7-Evt13", "Sta11-Evt13"}, set()),
     "abort-source-0": ({"Sta5-Evt12", "Sta6-Evt3"}, set()),
+    "abort-on-data-in-sta7": ({"Sta7-Evt10"}, set()),
 }
 
 
@@ -79,3 +80,19 @@ def test_a_planted_requestor_deviation_fails_its_cells(deviation: str) -> None:
         if r.verdict == "inconclusive":
             assert "explained by" in r.reason, r.reason
     assert _cells(report, "pass") == CELLS - must_fail - undecided
+
+
+@pytest.mark.timeout(60)
+def test_our_echo_scu_keeps_sta7_on_data_and_completes_the_release() -> None:
+    # Our provider as requestor (``netdicom2 echo``): AR-6 in Sta7, then AR-3 on our RP.
+    spawn = (sys.executable, "-m", "netdicom2.cli", "echo", "127.0.0.1", "{port}")
+    target = Target(
+        "echo", "remote-requestor", Params(artim=0.5, max_wait=3.0), listen_port=0, spawn=spawn
+    )
+    report = run_matrix(target, only=["Sta7-Evt10", "Sta7-Evt13"])
+    assert _cells(report, "pass") == {"Sta7-Evt10", "Sta7-Evt13"}, [
+        r.reason for r in report.results
+    ]
+    (data,) = (r for r in report.results if r.cell == "Sta7-Evt10")
+    assert any("nothing sent for" in line for line in data.observed)
+    assert "closed (FIN)" in data.observed[-1]
