@@ -112,8 +112,6 @@ def _nothing(tmp: Path) -> Iterator[NetnsServer | None]:
 # so Sta13-Evt18 is inconclusive and the holds are checked for max_wait seconds only.
 PEERS = {
     "dcmtk-storescp": Peer("dcmtk-3.6.7-storescp", _storescp, TIMEOUT, sta13=180, max_wait=3),
-    # pynetdicom, given an A-RELEASE-RQ and an unknown PDU in one segment, aborts and then
-    # either closes at once or never (about 1 run in 3 closes).
     "dcmtk-dcmqrscp": Peer(
         "dcmtk-3.6.7-dcmqrscp",
         _dcmqrscp,
@@ -123,6 +121,8 @@ PEERS = {
         jobs=4,  # it forks a process per association
         called_ae="DCMQRSCP",
     ),
+    # pynetdicom, given an A-RELEASE-RQ and an unknown PDU in one segment, aborts and then
+    # either closes at once or never (about 1 run in 3 closes).
     "pynetdicom-scp": Peer(
         "pynetdicom-3.0.4-scp",
         _pynetdicom,
