@@ -87,7 +87,8 @@ class SCPStats:
 
     connections: int = 0
     associations: int = 0
-    rejected_over_limit: int = 0
+    rejected_over_limit: int = 0  # RJ 2/3/2: max_associations reached
+    rejected_per_address: int = 0  # RJ 2/3/2: the peer's address holds max_per_address
     stores: int = 0  # C-STOREs answered 0000H
     store_failures: int = 0  # C-STOREs answered with a failure status
     echoes: int = 0
@@ -99,6 +100,7 @@ class SCPStats:
     provider_aborted: int = 0  # A-P-ABORT indication (source 2, or the transport was lost)
     idle_aborted: int = 0  # no PDU within idle_timeout: we aborted (PS3.8 §9.1.4 Note 2)
     evicted: int = 0  # dropped before an A-ASSOCIATE-RQ to make room (max_pending)
+    shed: int = 0  # aborted for holding the most of the max_buffered budget
     accept_errors: int = 0  # accept() failed for lack of resources
     errors: int = 0  # the service user failed (a bug, or e.g. a full disk)
     unclean: int = 0  # the provider was not back in Sta1 when its service user ended
@@ -219,6 +221,16 @@ class StorageSCP(DULServer):
         with self.stats.lock:
             self.stats.evicted += 1
 
+    def address_refused(self, channel: Channel) -> None:
+        """Count an RJ 2/3/2 for an address at max_per_address (PS3.8 Table 9-21)."""
+        with self.stats.lock:
+            self.stats.rejected_per_address += 1
+
+    def shedding(self, channel: Channel) -> None:
+        """Count a connection aborted for holding the most of the max_buffered budget."""
+        with self.stats.lock:
+            self.stats.shed += 1
+
     def count_ending(self, session: _Session, outcome: str) -> None:
         """Release the slot and count how the association ended (SCPStats)."""
         if session.admitted:
@@ -229,6 +241,7 @@ class StorageSCP(DULServer):
                 stats.active -= 1
             if outcome == IDLE:
                 stats.idle_aborted += 1
+
             elif outcome == ERROR:
                 stats.errors += 1
             elif session.abort is not None:

@@ -180,6 +180,8 @@ def _run(args: argparse.Namespace) -> int:
         )
     except OSError as exc:
         raise _listen_error(exc, args.host, args.port) from None
+    except ValueError as exc:  # a limit the server refuses (e.g. --max-buffered under 1 MiB)
+        raise UsageError(str(exc)) from None
     host, port = scp.address[:2]
     try:
         # The first line names the address alone: scripts read the port from its last word.
@@ -203,9 +205,16 @@ def _run(args: argparse.Namespace) -> int:
 def _summary(scp: StorageSCP) -> None:
     """One line: what was served."""
     stats = scp.stats
+    turned_away = {
+        "over --max-associations": stats.rejected_over_limit,
+        "over --max-per-address": stats.rejected_per_address,
+        "evicted (--max-pending)": stats.evicted,
+        "shed (--max-buffered)": stats.shed,
+    }
+    limits = ", ".join(f"{count} {why}" for why, count in turned_away.items() if count)
     print(
         f"netdicom2 scp: {stats.associations} associations, {stats.echoes} echoes, "
         f"{stats.stores} stores ({stats.store_failures} refused), "
-        f"{stats.bytes_received} data-set bytes",
+        f"{stats.bytes_received} data-set bytes" + (f"; limits: {limits}" if limits else ""),
         flush=True,
     )

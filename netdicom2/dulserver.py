@@ -208,6 +208,12 @@ class DULServer:
     def evicted(self, channel: Channel) -> None:
         """A connection in Sta2 was dropped to make room (max_pending)."""
 
+    def address_refused(self, channel: Channel) -> None:
+        """An A-ASSOCIATE-RQ was refused RJ 2/3/2: its address holds max_per_address already."""
+
+    def shedding(self, channel: Channel) -> None:
+        """A connection is about to be aborted for holding the most of max_buffered."""
+
     # ------------------------------------------------------------------ running
 
     @property
@@ -453,6 +459,7 @@ class DULServer:
                 self.max_buffered,
                 admission.held[victim],
             )
+            self.shedding(victim)
             try:
                 victim.abort(SHED)
             except Exception as exc:

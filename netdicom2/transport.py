@@ -440,6 +440,7 @@ class Channel:
                 self.peer,
                 admission.max_per_address,
             )
+            server.address_refused(self)
             return AAssociateRjPDU(*_LOCAL_LIMIT)
         answer = server.admit(self, rq)
         if answer is None:

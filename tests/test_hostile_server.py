@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import socket
 import struct
 import subprocess
@@ -497,3 +498,35 @@ def test_a_refused_pdu_is_aborted_with_a_clear_reason(caplog: pytest.LogCaptureF
         until(lambda: "PDU too large" in caplog.text, "the log line")
         sock.close()
     assert "PDU from 127.0.0.1 refused (Evt19)" in caplog.text
+
+
+# ---------------------------------------------------------------------------- scp counters
+
+
+def test_storage_scp_counts_per_address_refusals_and_shed_connections() -> None:
+    # SCPStats says why clients were turned away: RJ 2/3/2 at max_per_address (PS3.8
+    # Table 9-21) and connections aborted for holding the most of max_buffered.
+    from netdicom2.app_scp import StorageSCP
+
+    with StorageSCP("127.0.0.1", 0, max_per_address=1, max_buffered=1 << 20) as scp:
+        held = connect(scp.address)
+        held.sendall(association_rq())
+        assert read_pdu(held)[0] == 0x02  # A-ASSOCIATE-AC: the address holds 1 now
+        second = connect(scp.address)
+        second.sendall(association_rq())
+        rj = read_pdu(second)
+        assert rj[0] == 0x03 and rj[-3:] == bytes([2, 3, 2])  # rejected-transient, 2/3/2
+        until(lambda: scp.stats.rejected_per_address == 1, "the refusal to be counted")
+        partial = []  # unfinished A-ASSOCIATE-RQ bodies, together past the 1 MiB budget
+        for size in (230_000, 230_000, 230_000, 230_000, 255_000):
+            sock = connect(scp.address)
+            sock.sendall(struct.pack(">BBI", 0x01, 0, 256 * 1024) + bytes(size))
+            partial.append(sock)
+        until(lambda: scp.stats.shed == 1, "the shedding to be counted")
+        assert scp.buffered <= scp.max_buffered
+        # One holder was aborted: its socket reads EOF (or a reset); the others are still open.
+        ready, _, _ = select.select(partial, [], [], WAIT)
+        assert len(ready) >= 1 and closed_by_peer(ready[0])
+        for sock in (held, second, *partial):
+            sock.close()
+    assert scp.stats.rejected_over_limit == 0
