@@ -218,7 +218,9 @@ def _requestor_recipes(state: str, window: float) -> list[Recipe]:
 def _sta13(params: Params, after: str, window: float, *, await_close: bool = True) -> ExpectSta13:
     """Hold Sta13 after ``after``; with the timer known (and wanted) await the close."""
     timer = params.sta13 if await_close else None
-    return ExpectSta13(after, hold=window, timer=timer, within=params.ceiling(timer))
+    return ExpectSta13(
+        after, hold=window, timer=timer, within=params.ceiling(timer), await_close=await_close
+    )
 
 
 def _main_expect(c: CellSpec, params: Params, listen: bool, window: float) -> list[Step]:

@@ -144,6 +144,7 @@ class ExpectSta13:
     hold: float = 0.3
     timer: float | None = None
     within: float = 3.0
+    await_close: bool = True  # False: this case checks the hold only (the Sta13 cells the close)
 
 
 @dataclass(frozen=True)
