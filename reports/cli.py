@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from netdicom2.cli import bounded_int, output_path
 from netdicom2.reports.html_conformance import (
     is_conformance_report,
     write_comparison_html,
@@ -39,7 +40,9 @@ def add_subcommand(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("reports", nargs="+", type=Path, metavar="REPORT.json")
-    p.add_argument("--html", type=Path, required=True, metavar="F", help="write the page to F")
+    p.add_argument(
+        "--html", type=output_path, required=True, metavar="F", help="write the page to F"
+    )
     p.add_argument(
         "--compare",
         action="store_true",
@@ -53,7 +56,7 @@ def add_subcommand(subparsers: Any) -> None:
     )
     p.add_argument(
         "--port",
-        type=int,
+        type=bounded_int(1, 65535),
         action="append",
         default=[],
         help="replay reports: also treat this TCP port as DICOM when reading the captures",

@@ -125,3 +125,16 @@ def test_the_user_guide_cell_script_passes(capsys: pytest.CaptureFixture[str]) -
     exec(compile(code, "docs/index.md", "exec"), {})
     out = capsys.readouterr().out
     assert out.startswith("True\n") and "ExpectClosed(): closed" in out
+
+
+def test_an_html_path_in_a_missing_folder_is_refused_before_rendering(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = tmp_path / "r.json"
+    report.write_text("{}")
+    target = tmp_path / "missing" / "page.html"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["report", str(report), "--html", str(target)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "folder" in err and str(target) in err
