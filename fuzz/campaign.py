@@ -276,7 +276,7 @@ class _Campaign:
         if finding is None and not self.white_box and result.judgement.verdict != "crash":
             # Re-run a new cause once before keeping it: a peer refusing associations for a
             # moment, or a slow one, must not leave a finding that does not reproduce.
-            again = self.target.run(result.case)
+            again = getattr(self.target, "rerun", self.target.run)(result.case)
             if signature(again) != key:
                 stats.unconfirmed += 1
                 return None
@@ -478,5 +478,5 @@ def replay(target: Target, paths: list[Path]) -> list[tuple[Path, Result]]:
     out = []
     for path in paths:
         record = json.loads(path.read_text())
-        out.append((path, target.run(Case.from_json(record["case"]))))
+        out.append((path, getattr(target, "rerun", target.run)(Case.from_json(record["case"]))))
     return out

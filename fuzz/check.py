@@ -36,6 +36,9 @@ class Facts:
     peer_max: int | None = None  # the target's announced Maximum-length-received (Annex D.1)
     delivered: int | None = None  # stream bytes delivered before our early close (None: all)
     t_start: float = 0.0  # ARTIM start for the start state: connection (Sta2), setup's last PDU
+    # The latest the target may have started ARTIM in Sta2 (Evt5, AE-5): a peer serving one
+    # association at a time accepts ours only once those ahead of it ended (None: t_start).
+    t_start_late: float | None = None
     t_outputs: list[float] = field(default_factory=list)  # arrival of each PDU of the reaction
     t_close: float | None = None  # when the target's close arrived (FIN/RST)
     artim: float | None = None  # the target's ARTIM, when known
@@ -126,10 +129,18 @@ def _artim_check(
         return "", None
     if observed.our_close is not None:
         return "", None  # we closed first: the timer's end is not observable
-    ref = facts.t_start if result.artim_ref is None else facts.t_outputs[result.artim_ref]
-    measured = facts.t_close - ref
-    error = measured - facts.artim
+    if result.artim_ref is None:  # Sta2: the timer started when the target accepted us
+        first, last = facts.t_start, max(facts.t_start, facts.t_start_late or facts.t_start)
+    else:  # the target's own PDU started it: evidence that it was serving us then
+        first = last = facts.t_outputs[result.artim_ref]
     early, late = tolerance
+    # Early only when the close beats ARTIM from the earliest start the target could have
+    # had, late only when it misses it from the latest: our queueing is never blamed on it.
+    error = facts.t_close - first - facts.artim
+    measured = facts.t_close - first
+    if error >= -early:
+        error = facts.t_close - last - facts.artim
+        measured = facts.t_close - last
     when = (
         f"closed {measured:.3f} s after entering {result.artim_close_state}, ARTIM {facts.artim} s"
     )

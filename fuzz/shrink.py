@@ -54,7 +54,7 @@ def shrink_findings(run: _Campaign, limit: float) -> None:
             if time.monotonic() >= limit:
                 raise _NoTime
             runs[0] += 1
-            result = run.target.run(case)
+            result = getattr(run.target, "rerun", run.target.run)(case)
             return result if signature(result) == key else None
 
         try:

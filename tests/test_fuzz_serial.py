@@ -1,0 +1,62 @@
+"""ARTIM verdicts under ``--jobs`` against an acceptor that serves one association at a time.
+
+A single-process acceptor (DCMTK ``storescp`` without ``--fork``) leaves our other connections
+in its accept queue while it serves one: their ARTIM (PS3.8 §9.1.5, started by Evt5 → AE-5)
+starts only when it accepts them. A conforming peer must yield no timing or hang finding under
+``--jobs 4``, and a peer whose timer is too short must still be found.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from netdicom2.app_scp import StorageSCP
+from netdicom2.fuzz.campaign import run_campaign
+from netdicom2.fuzz.nettargets import RemoteTarget
+
+
+class SerialSCP(StorageSCP):
+    """Our StorageSCP, accepting the next connection only once the current one is over."""
+
+    def _accept(self, now: float) -> bool:
+        if self.active:
+            return False  # back off (re-registered after ACCEPT_BACKOFF): stays in the backlog
+        return super()._accept(now)
+
+
+def _campaign(tmp: Path, scp_artim: float, claimed: float, budget: float) -> dict[str, object]:
+    with SerialSCP("127.0.0.1", 0, artim_timeout=scp_artim, output_dir=tmp) as scp:
+        target = RemoteTarget(scp.address, artim=claimed)
+        target.check()
+        stats = run_campaign(target, budget=budget, seed=17, shrink_budget=0, jobs=4)
+    summary: dict[str, object] = stats.summary()
+    return summary
+
+
+def _keys(summary: dict[str, object]) -> list[str]:
+    findings = summary["findings"]
+    assert isinstance(findings, list)
+    return [str(f["signature"]) for f in findings]
+
+
+def test_check_tells_a_serial_acceptor_from_a_concurrent_one(tmp_path: Path) -> None:
+    with SerialSCP("127.0.0.1", 0, artim_timeout=1.0, output_dir=tmp_path) as scp:
+        target = RemoteTarget(scp.address, artim=1.0)
+        target.check()
+        assert target.serial is True
+    with StorageSCP("127.0.0.1", 0, artim_timeout=1.0, output_dir=tmp_path) as scp:
+        target = RemoteTarget(scp.address, artim=1.0)
+        target.check()
+        assert target.serial is False
+
+
+def test_a_conforming_serial_acceptor_yields_no_timing_finding_with_jobs(tmp_path: Path) -> None:
+    summary = _campaign(tmp_path, 0.5, 0.5, 8.0)
+    assert summary["examples"] >= 40
+    keys = _keys(summary)
+    assert not [k for k in keys if k.startswith(("timing", "hang"))], keys
+
+
+def test_a_serial_acceptor_with_a_short_timer_is_found_with_jobs(tmp_path: Path) -> None:
+    summary = _campaign(tmp_path, 0.15, 1.0, 6.0)
+    assert [k for k in _keys(summary) if k.startswith("timing") and "early" in k], _keys(summary)
