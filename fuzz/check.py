@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from netdicom2.fuzz.oracle import Frame, MatchResult, Observed, Policy, frame_of, match
 from netdicom2.fuzz.spec import ARTIM_STATES, PDU_EVENT
@@ -203,6 +203,19 @@ def evaluate(
             detail = f"{observed.outcome()}: conforms only with the other [interp] reading"
             key = _rules(frames)
             return Judgement(INTERP, detail, again.cells, labels=labels, key=key)
+    if timing and error is not None and error < 0 and any(_waits(f) for f in frames):
+        # Early for a timer, and the run let a PDU wait unprocessed: the close is the target's
+        # reaction to that PDU's header (PS3.8 §9.3.1), judged as such (e.g. AA-1 in Sta2).
+        acted = [
+            replace(f, events=tuple(e for e in f.events if e != "-")) if _waits(f) else f
+            for f in frames
+        ]
+        again = match(facts.start, acted, observed, policy)
+        if not again.ok:
+            detail = f"{observed.outcome()}: {again.expected}"
+            return Judgement("deviation", detail, labels=labels, key=again.key)
+        if not _artim_check(again, observed, facts, tolerance)[0]:
+            return Judgement("conform", observed.outcome(), again.cells, None, labels)
     if timing:
         key = f"{result.artim_close_state} {'early' if error and error < 0 else 'late'}"
         return Judgement("timing", timing, result.cells, error, labels, key)
@@ -231,6 +244,11 @@ def artim_pending(
     if not result.ok:
         return "?"
     return result.final_state if result.final_state in ARTIM_STATES else ""
+
+
+def _waits(frame: Frame) -> bool:
+    """A frame the target may leave unprocessed (body incomplete) or act on at its header."""
+    return "-" in frame.events and len(frame.events) > 1
 
 
 def _rules(frames: Sequence[Frame]) -> str:

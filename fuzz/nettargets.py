@@ -466,7 +466,10 @@ class RemoteTarget:
         finally:
             if peer.our_close != "rst":
                 peer.close()
-            self._leave(ticket, peer.t_close or time.monotonic())
+            gave_up = time.monotonic()
+            self._leave(ticket, peer.t_close or gave_up)
+        # Still behind an open connection of ours when we gave up: its silence is our queue's.
+        queued = bool(ahead) and self._queued_until(ahead) >= gave_up - self.quiet
         self._queue_start(facts, peer, ahead)
         facts.t_outputs = peer.times[peer.base :]
         facts.t_close = peer.t_close
@@ -481,7 +484,7 @@ class RemoteTarget:
             # (too many associations); the case never reached its start state.
             detail = f"rejected: {observed.wire[0]} local limit exceeded"
             judgement = Judgement("setup-failed", detail, labels=judgement.labels)
-        silent = not peer.outputs and peer.end is None and peer.our_close != "rst"
+        silent = not peer.outputs and peer.end is None and peer.our_close != "rst" and not queued
         self.silent = self.silent + 1 if silent else 0
         if self.silent >= self.SILENT_CASES:
             self.crashed = True

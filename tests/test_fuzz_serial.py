@@ -60,3 +60,23 @@ def test_a_conforming_serial_acceptor_yields_no_timing_finding_with_jobs(tmp_pat
 def test_a_serial_acceptor_with_a_short_timer_is_found_with_jobs(tmp_path: Path) -> None:
     summary = _campaign(tmp_path, 0.15, 1.0, 6.0)
     assert [k for k in _keys(summary) if k.startswith("timing") and "early" in k], _keys(summary)
+
+
+def test_an_early_close_after_a_pdu_header_is_the_reaction_to_it_not_artim() -> None:
+    """DCMTK storescp: a P-DATA-TF header with a huge length in Sta2, dropped at once."""
+    from netdicom2.fuzz.check import Facts, evaluate
+    from netdicom2.fuzz.oracle import Observed, Policy
+
+    pdata = bytes.fromhex("0400ffffffff00000003011dcd00000005011dcc84aa")
+    facts = Facts(start="Sta2", artim=1.0, t_start=10.0, t_close=10.006)
+    judged = evaluate([("pdu-length:max", pdata)], Observed([], "reset"), facts, Policy())
+    assert (judged.verdict, judged.key) == ("deviation", "in Sta2, next Evt19, saw reset")
+    # Nothing sent: a close 0.2 s into a 1 s ARTIM is the timer, and early.
+    facts = Facts(start="Sta2", artim=1.0, t_start=10.0, t_close=10.2)
+    judged = evaluate([], Observed([], "close"), facts, Policy())
+    assert (judged.verdict, judged.key) == ("timing", "Sta2 early")
+    # Queued behind another association: the late check starts when the peer could accept.
+    facts = Facts(start="Sta2", artim=1.0, t_start=10.0, t_close=12.0, t_start_late=11.0)
+    assert evaluate([], Observed([], "close"), facts, Policy()).verdict == "conform"
+    facts.t_start_late = None
+    assert evaluate([], Observed([], "close"), facts, Policy()).key == "Sta2 late"
