@@ -307,6 +307,7 @@ class RemoteTarget:
         # None: not probed (Sta2 "late" then allows for queueing, "early" does not).
         self.serial: bool | None = None
         self._lock = threading.Lock()
+        self._connecting = threading.Lock()
         self._tickets = 0
         self._ends: dict[int, float | None] = {}  # our connections: when each ended (None: open)
 
@@ -411,11 +412,17 @@ class RemoteTarget:
         facts = Facts(start="Sta2" if case.pipelined else scenario.start, artim=self.artim)
         facts.prefix = _prefix(case)
         policy = Policy()  # an automatic SCP user: answers, may reject, may react to data
-        ticket, ahead = self._enter() if self.serial is not False else (-1, [])
+        ticket, ahead = -1, list[int]()
         try:
-            sock = self.connector(self.address)
+            if self.serial is False:
+                sock = self.connector(self.address)
+            else:
+                # Connect and take our place in one step: the peer's accept queue is FIFO
+                # (connections in the order their handshakes completed).
+                with self._connecting:
+                    sock = self.connector(self.address)
+                    ticket, ahead = self._enter()
         except OSError as exc:
-            self._leave(ticket, time.monotonic())
             return self._refused(case, exc)
         facts.t_start = time.monotonic()
         peer = Peer(sock, response_timeout=self.response_timeout, deadline=lambda: self.deadline)

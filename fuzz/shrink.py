@@ -33,7 +33,7 @@ class _NoTime(Exception):
 
 def shrink_findings(run: _Campaign, limit: float) -> None:
     """Shrink every finding (most frequent first) until ``limit``; record what happened."""
-    from netdicom2.fuzz.campaign import signature
+    from netdicom2.fuzz.campaign import rerun, signature
 
     findings = sorted(run.stats.findings.values(), key=lambda f: -f.count)
     for finding in findings:
@@ -50,11 +50,13 @@ def shrink_findings(run: _Campaign, limit: float) -> None:
 
         runs = [0]
 
-        def check(case: Case, key: str = key, runs: list[int] = runs) -> Result | None:
+        def check(
+            case: Case, key: str = key, runs: list[int] = runs, verdict: str = finding.verdict
+        ) -> Result | None:
             if time.monotonic() >= limit:
                 raise _NoTime
             runs[0] += 1
-            result = getattr(run.target, "rerun", run.target.run)(case)
+            result = rerun(run.target, verdict)(case)
             return result if signature(result) == key else None
 
         try:

@@ -80,3 +80,27 @@ def test_an_early_close_after_a_pdu_header_is_the_reaction_to_it_not_artim() -> 
     assert evaluate([], Observed([], "close"), facts, Policy()).verdict == "conform"
     facts.t_start_late = None
     assert evaluate([], Observed([], "close"), facts, Policy()).key == "Sta2 late"
+
+
+def test_a_connection_queued_behind_ours_is_timed_from_when_the_peer_could_accept_it(
+    tmp_path: Path,
+) -> None:
+    """Two truncated A-ASSOCIATE-RQs at once, lingering: the second waits in the accept queue."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from netdicom2.fuzz.strategies import Case, setup_rq
+
+    truncated = setup_rq().encode()[:10]  # Sta2: the peer waits for the rest, ARTIM runs
+    case = Case("sta2", [("truncate:depth0", truncated)], end="linger")
+    with SerialSCP("127.0.0.1", 0, artim_timeout=0.6, output_dir=tmp_path) as scp:
+        target = RemoteTarget(scp.address, artim=0.6)
+        target.check()
+        assert target.serial is True
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(target.run, [case, case]))
+    verdicts = [(r.judgement.verdict, r.judgement.detail) for r in results]
+    assert all(r.judgement.verdict == "conform" for r in results), verdicts
+    assert all(r.outcome == "close" for r in results), [r.outcome for r in results]
+    # The queued one really waited: open longer than ARTIM + the late tolerance from its
+    # connect, which a clock started at our connect would call late.
+    assert max(r.elapsed for r in results) > 0.6 + 0.5 + 0.05, [r.elapsed for r in results]
