@@ -259,7 +259,7 @@ class RemoteTarget:
     a peer that stays silent and open through ``SILENT_CASES`` cases in a row has stopped
     answering (also a crash); shorter refusals count as setup failures (``refused``).
 
-    A peer serving one association at a time (``serial``, probed by ``check``; DCMTK
+    A peer serving one association at a time (``serial``, probed for ``--jobs``; DCMTK
     ``storescp`` without ``--fork``) leaves our other connections in its accept queue: its
     ARTIM for one of them (Evt5 → AE-5, PS3.8 §9.1.5) starts once the connections ahead of it
     ended, so Sta2 timing is measured from then (``Facts.t_start_late``), not from our connect.
@@ -270,7 +270,7 @@ class RemoteTarget:
     SILENT_CASES = 3
     LINGER_SHARE = 0.25  # of the campaign's time, at most, spent waiting for ARTIM
     MEASURED = 2  # ARTIM waited out this often on one path: later cases on it do not linger
-    PROBE = 1.0  # check(): a second association answered within this long → not serial
+    PROBE = 0.5  # a second association answered within this long → not serial
 
     def __init__(
         self,
@@ -348,6 +348,21 @@ class RemoteTarget:
                     f"A-ASSOCIATE-RQ within {self.response_timeout:g} s ({peer.end or 'open'})"
                 )
             self.identity = identity(answer)
+            peer.send(bytes.fromhex("07000000000400000000"))  # A-ABORT: we are done
+        finally:
+            peer.close()
+
+    def probe_serial(self) -> None:
+        """``--jobs``: does the peer leave a second association unanswered? (``serial``)"""
+        try:
+            sock = self.connector(self.address)
+        except OSError:
+            return  # the campaign's cases will tell
+        peer = Peer(sock, response_timeout=self.response_timeout)
+        try:
+            peer.send(setup_pdu("RQ"))
+            if peer.expect("AC") is None:
+                return  # not associated: nothing to hold open while probing
             self.serial = self._probe_serial()  # while this association is held open
             peer.send(bytes.fromhex("07000000000400000000"))  # A-ABORT: we are done
         finally:

@@ -39,20 +39,20 @@ def _keys(summary: dict[str, object]) -> list[str]:
     return [str(f["signature"]) for f in findings]
 
 
-def test_check_tells_a_serial_acceptor_from_a_concurrent_one(tmp_path: Path) -> None:
+def test_the_probe_tells_a_serial_acceptor_from_a_concurrent_one(tmp_path: Path) -> None:
     with SerialSCP("127.0.0.1", 0, artim_timeout=1.0, output_dir=tmp_path) as scp:
         target = RemoteTarget(scp.address, artim=1.0)
-        target.check()
+        target.probe_serial()
         assert target.serial is True
     with StorageSCP("127.0.0.1", 0, artim_timeout=1.0, output_dir=tmp_path) as scp:
         target = RemoteTarget(scp.address, artim=1.0)
-        target.check()
+        target.probe_serial()
         assert target.serial is False
 
 
 def test_a_conforming_serial_acceptor_yields_no_timing_finding_with_jobs(tmp_path: Path) -> None:
     summary = _campaign(tmp_path, 0.5, 0.5, 8.0)
-    assert summary["examples"] >= 40
+    assert summary["examples"] >= 20
     keys = _keys(summary)
     assert not [k for k in keys if k.startswith(("timing", "hang"))], keys
 
@@ -94,7 +94,7 @@ def test_a_connection_queued_behind_ours_is_timed_from_when_the_peer_could_accep
     case = Case("sta2", [("truncate:depth0", truncated)], end="linger")
     with SerialSCP("127.0.0.1", 0, artim_timeout=0.6, output_dir=tmp_path) as scp:
         target = RemoteTarget(scp.address, artim=0.6)
-        target.check()
+        target.probe_serial()
         assert target.serial is True
         with ThreadPoolExecutor(2) as pool:
             results = list(pool.map(target.run, [case, case]))
