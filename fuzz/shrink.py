@@ -90,6 +90,12 @@ def shrink_case(result: Result, check: Check) -> Result:
         got = check(plain)
         if got is not None:
             best = got
+    # Then closing at once after delivery (when that still reproduces): every later candidate
+    # runs without a quiet wait or ARTIM linger (findings that rest on those keep them).
+    if best.case.end != "fin":
+        got = check(dataclasses.replace(best.case, end="fin"))
+        if got is not None:
+            best = got
     # 2. The PDU sequence: drop chunks of PDUs, halves first, then single ones (ddmin).
     pdus = list(best.case.pdus)
     step = max(1, len(pdus) // 2)
