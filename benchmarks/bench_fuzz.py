@@ -133,13 +133,24 @@ def throughput(budget: float, before: str) -> None:
                         str(len(findings)),
                         str(summary.get("failing_cases", sum(f["count"] for f in findings))),
                         str(sum(setup.values()) if setup else "-"),
+                        _timed(findings),
                     ]
                 )
     print_table(
         f"netdicom2 fuzz for {budget:g} s against live peers (1 s ACSE timer); AFLNet: 34 exec/s",
-        ["peer", "run", "cases", "s", "cases/s", "findings", "failing cases", "setup failed"],
+        HEADERS,
         rows,
     )
+
+
+HEADERS = ["peer", "run", "cases", "s", "cases/s", "findings", "failing cases", "setup failed"]
+HEADERS += ["ARTIM findings"]
+
+
+def _timed(findings: list[dict[str, object]]) -> str:
+    """The timing and hang findings (their causes and counts): what --jobs must not add."""
+    timed = [f for f in findings if str(f.get("verdict")) in ("timing", "hang")]
+    return ", ".join(f"{str(f['signature']).split(' | ')[-1]} x{f['count']}" for f in timed) or "-"
 
 
 def main(argv: list[str]) -> int:

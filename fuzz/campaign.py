@@ -276,7 +276,7 @@ class _Campaign:
         if finding is None and not self.white_box and result.judgement.verdict != "crash":
             # Re-run a new cause once before keeping it: a peer refusing associations for a
             # moment, or a slow one, must not leave a finding that does not reproduce.
-            again = self.target.run(result.case)
+            again = rerun(self.target, result.judgement.verdict)(result.case)
             if signature(again) != key:
                 stats.unconfirmed += 1
                 return None
@@ -473,10 +473,20 @@ def _codec_batch(case: Case, batch_seed: int, size: int, stats: Stats) -> None:
     stats.codec_inputs += len(pdus) + size + 1
 
 
+#: Verdicts that rest on ARTIM (PS3.8 §9.1.5): confirming one must wait the timer out again.
+TIMED = ("timing", "hang")
+
+
+def rerun(target: Target, verdict: str = "timing") -> Callable[[Case], Result]:
+    """How to run a finding's case again: lingering as it did when its verdict is TIMED."""
+    run: Callable[[Case], Result] = target.run
+    return getattr(target, "rerun", run) if verdict in TIMED else run
+
+
 def replay(target: Target, paths: list[Path]) -> list[tuple[Path, Result]]:
     """Run saved cases (corpus JSON files) against ``target`` again."""
     out = []
     for path in paths:
         record = json.loads(path.read_text())
-        out.append((path, target.run(Case.from_json(record["case"]))))
+        out.append((path, rerun(target)(Case.from_json(record["case"]))))
     return out

@@ -22,7 +22,7 @@ from netdicom2.dulprovider import DULServiceProvider
 from netdicom2.exceptions import NetDicomError, TimeoutError
 from netdicom2.fuzz.check import Facts, Judgement, artim_pending, evaluate
 from netdicom2.fuzz.interp import NETDICOM2
-from netdicom2.fuzz.oracle import Policy
+from netdicom2.fuzz.oracle import Policy, wire_kind
 from netdicom2.fuzz.scenarios import PIPELINE_PREFIX, SCENARIOS, black_box_scenarios
 from netdicom2.fuzz.strategies import Case
 from netdicom2.fuzz.targets import Result, _prefix, _requestor_rq, _User, first_ac
@@ -258,6 +258,11 @@ class RemoteTarget:
     A refused connection is a crash only when the peer keeps refusing (``REFUSED_FOR`` s), and
     a peer that stays silent and open through ``SILENT_CASES`` cases in a row has stopped
     answering (also a crash); shorter refusals count as setup failures (``refused``).
+
+    A peer serving one association at a time (``serial``, probed for ``--jobs``; DCMTK
+    ``storescp`` without ``--fork``) leaves our other connections in its accept queue: its
+    ARTIM for one of them (Evt5 → AE-5, PS3.8 §9.1.5) starts once the connections ahead of it
+    ended, so Sta2 timing is measured from then (``Facts.t_start_late``), not from our connect.
     """
 
     ends: tuple[str, ...] = ("fin", "quiet", "quiet", "linger")
@@ -265,6 +270,7 @@ class RemoteTarget:
     SILENT_CASES = 3
     LINGER_SHARE = 0.25  # of the campaign's time, at most, spent waiting for ARTIM
     MEASURED = 2  # ARTIM waited out this often on one path: later cases on it do not linger
+    PROBE = 0.5  # a second association answered within this long → not serial
 
     def __init__(
         self,
@@ -298,6 +304,12 @@ class RemoteTarget:
         self.linger_time = 0.0
         self.first = time.monotonic()  # reset by the first case
         self.cases = 0
+        # None: not probed (Sta2 "late" then allows for queueing, "early" does not).
+        self.serial: bool | None = None
+        self._lock = threading.Lock()
+        self._connecting = threading.Lock()
+        self._tickets = 0
+        self._ends: dict[int, float | None] = {}  # our connections: when each ended (None: open)
 
     def close(self) -> None:
         """Nothing held between cases."""
@@ -340,7 +352,72 @@ class RemoteTarget:
         finally:
             peer.close()
 
-    def run(self, case: Case) -> Result:
+    def probe_serial(self) -> None:
+        """``--jobs``: does the peer leave a second association unanswered? (``serial``)"""
+        try:
+            sock = self.connector(self.address)
+        except OSError:
+            return  # the campaign's cases will tell
+        peer = Peer(sock, response_timeout=self.response_timeout)
+        try:
+            peer.send(setup_pdu("RQ"))
+            if peer.expect("AC") is None:
+                return  # not associated: nothing to hold open while probing
+            self.serial = self._probe_serial()  # while this association is held open
+            peer.send(bytes.fromhex("07000000000400000000"))  # A-ABORT: we are done
+        finally:
+            peer.close()
+
+    def _probe_serial(self) -> bool | None:
+        """While one association is open: is a second A-ASSOCIATE-RQ left unanswered?"""
+        try:
+            sock = self.connector(self.address)
+        except OSError:
+            return None
+        other = Peer(sock, response_timeout=self.PROBE)
+        try:
+            other.send(setup_pdu("RQ"))
+            other.expect("")  # AC, or RJ (e.g. 2/3/2 local limit exceeded): served at once
+            if other.outputs or other.end is not None:
+                if other.outputs and wire_kind(other.outputs[0]).startswith("AC"):
+                    other.send(bytes.fromhex("07000000000400000000"))
+                return False
+            return True  # still in its accept queue: one association at a time
+        finally:
+            other.close()
+
+    def _enter(self) -> tuple[int, list[int]]:
+        """A ticket for our next connection, and the ones still open ahead of it."""
+        with self._lock:
+            ticket = self._tickets
+            self._tickets += 1
+            ahead = [t for t, end in self._ends.items() if end is None]
+            self._ends[ticket] = None
+        return ticket, ahead
+
+    def _leave(self, ticket: int, ended: float) -> None:
+        """Our connection ``ticket`` is over for the peer (its close, or ours)."""
+        if ticket < 0:
+            return
+        with self._lock:
+            self._ends[ticket] = ended
+            if len(self._ends) > 4096:  # bounded: forget long-ended connections
+                done = sorted(t for t, end in self._ends.items() if end is not None)
+                for old in done[: len(done) // 2]:
+                    del self._ends[old]
+
+    def _queued_until(self, ahead: list[int]) -> float:
+        """When the connections ``ahead`` of ours had all ended (now for those still open)."""
+        now = time.monotonic()
+        with self._lock:
+            ends = [self._ends.get(t, 0.0) for t in ahead]
+        return max([0.0, *(now if end is None else end for end in ends)])
+
+    def rerun(self, case: Case) -> Result:
+        """``case`` again to confirm, shrink or replay a finding: it lingers when it did."""
+        return self.run(case, measure=True)
+
+    def run(self, case: Case, *, measure: bool = False) -> Result:
         """One case on a fresh connection; black-box oracle, then the crash probe."""
         began = time.perf_counter()
         if not self.cases:
@@ -350,8 +427,16 @@ class RemoteTarget:
         facts = Facts(start="Sta2" if case.pipelined else scenario.start, artim=self.artim)
         facts.prefix = _prefix(case)
         policy = Policy()  # an automatic SCP user: answers, may reject, may react to data
+        ticket, ahead = -1, list[int]()
         try:
-            sock = self.connector(self.address)
+            if self.serial is False:
+                sock = self.connector(self.address)
+            else:
+                # Connect and take our place in one step: the peer's accept queue is FIFO
+                # (connections in the order their handshakes completed).
+                with self._connecting:
+                    sock = self.connector(self.address)
+                    ticket, ahead = self._enter()
         except OSError as exc:
             return self._refused(case, exc)
         facts.t_start = time.monotonic()
@@ -368,6 +453,11 @@ class RemoteTarget:
                 facts.delivered = delivered if case.delivery.close_at is not None else None
                 linger = _linger_until(peer, facts, self.artim, self.tolerance[1])
 
+                def linger_until() -> float:
+                    # A queued connection: its ARTIM starts once those ahead of it ended.
+                    assert linger is not None and self.artim is not None
+                    return max(linger, self._queued_until(ahead) + self.artim + self.tolerance[1])
+
                 def waiting() -> bool:
                     facts.target_ac = first_ac(peer.outputs)
                     observed = peer.observed(None)
@@ -380,21 +470,29 @@ class RemoteTarget:
                     # And lingering takes at most LINGER_SHARE of the campaign's time.
                     spent = time.monotonic() - self.first
                     share = self.linger_time + time.monotonic() - linger_began
-                    return (
-                        bool(state)
-                        and self.lingered[waited[0]] < self.MEASURED
-                        and share <= self.LINGER_SHARE * spent + 2 * one_wait
+                    return bool(state) and (
+                        measure
+                        or (
+                            self.lingered[waited[0]] < self.MEASURED
+                            and share <= self.LINGER_SHARE * spent + 2 * one_wait
+                        )
                     )
 
                 linger_began = time.monotonic()
                 one_wait = (self.artim or 0.0) + self.tolerance[1]  # one full wait
 
-                peer.finish(case.end, quiet=self.quiet, linger_until=linger, worth_waiting=waiting)
+                until = linger_until if linger is not None and ahead else linger
+                peer.finish(case.end, quiet=self.quiet, linger_until=until, worth_waiting=waiting)
                 if case.end == "linger":
                     self.linger_time += time.monotonic() - linger_began
         finally:
             if peer.our_close != "rst":
                 peer.close()
+            gave_up = time.monotonic()
+            self._leave(ticket, peer.t_close or gave_up)
+        # Still behind an open connection of ours when we gave up: its silence is our queue's.
+        queued = bool(ahead) and self._queued_until(ahead) >= gave_up - self.quiet
+        self._queue_start(facts, peer, ahead)
         facts.t_outputs = peer.times[peer.base :]
         facts.t_close = peer.t_close
         observed = peer.observed(None)
@@ -408,7 +506,7 @@ class RemoteTarget:
             # (too many associations); the case never reached its start state.
             detail = f"rejected: {observed.wire[0]} local limit exceeded"
             judgement = Judgement("setup-failed", detail, labels=judgement.labels)
-        silent = not peer.outputs and peer.end is None and peer.our_close != "rst"
+        silent = not peer.outputs and peer.end is None and peer.our_close != "rst" and not queued
         self.silent = self.silent + 1 if silent else 0
         if self.silent >= self.SILENT_CASES:
             self.crashed = True
@@ -425,6 +523,22 @@ class RemoteTarget:
             )
         elapsed = time.perf_counter() - began
         return Result(case, judgement, observed.outcome(), judgement.cells, elapsed, peer.raw())
+
+    def _queue_start(self, facts: Facts, peer: Peer, ahead: list[int]) -> None:
+        """Sta2's ARTIM start on a peer that may serve one association at a time."""
+        if not ahead:
+            return
+        queued = self._queued_until(ahead)
+        if peer.times and peer.times[0] < queued - self.tolerance[0]:
+            # It answered us while one ahead was still open: it serves several at once.
+            self.serial = False
+            return
+        # It accepted us before it reacted at all: no later than its first PDU or its close.
+        evidence = [*peer.times[:1], *([peer.t_close] if peer.t_close is not None else [])]
+        queued = min([queued, *evidence])
+        facts.t_start_late = max(facts.t_start, queued)
+        if self.serial:  # probed: the accept queue is the only way in
+            facts.t_start = facts.t_start_late
 
     def _refused(self, case: Case, exc: OSError) -> Result:
         """A connect that failed: transient (setup failure) unless the peer keeps refusing."""

@@ -34,6 +34,11 @@ class Pool:
         self.streak = 0  # cases that got through since the last back-off
         self.backoffs = 0
         self.executor = ThreadPoolExecutor(jobs, thread_name_prefix="fuzz-case")
+        # A peer serving one association at a time keeps our other connections in its accept
+        # queue: the target times their ARTIM from when it could accept them (PS3.8 §9.1.5).
+        probe = getattr(target, "probe_serial", None)
+        if probe is not None:
+            probe()
 
     def submit(self, case: Case) -> None:
         """Run ``case`` when the window has room (handling results that complete meanwhile)."""

@@ -33,7 +33,7 @@ class _NoTime(Exception):
 
 def shrink_findings(run: _Campaign, limit: float) -> None:
     """Shrink every finding (most frequent first) until ``limit``; record what happened."""
-    from netdicom2.fuzz.campaign import signature
+    from netdicom2.fuzz.campaign import rerun, signature
 
     findings = sorted(run.stats.findings.values(), key=lambda f: -f.count)
     for finding in findings:
@@ -50,11 +50,13 @@ def shrink_findings(run: _Campaign, limit: float) -> None:
 
         runs = [0]
 
-        def check(case: Case, key: str = key, runs: list[int] = runs) -> Result | None:
+        def check(
+            case: Case, key: str = key, runs: list[int] = runs, verdict: str = finding.verdict
+        ) -> Result | None:
             if time.monotonic() >= limit:
                 raise _NoTime
             runs[0] += 1
-            result = run.target.run(case)
+            result = rerun(run.target, verdict)(case)
             return result if signature(result) == key else None
 
         try:
@@ -86,6 +88,12 @@ def shrink_case(result: Result, check: Check) -> Result:
     plain = dataclasses.replace(case, delivery=Delivery(delays=[0.0]))
     if plain.delivery != case.delivery:
         got = check(plain)
+        if got is not None:
+            best = got
+    # Then closing at once after delivery (when that still reproduces): every later candidate
+    # runs without a quiet wait or ARTIM linger (findings that rest on those keep them).
+    if best.case.end != "fin":
+        got = check(dataclasses.replace(best.case, end="fin"))
         if got is not None:
             best = got
     # 2. The PDU sequence: drop chunks of PDUs, halves first, then single ones (ddmin).

@@ -261,25 +261,29 @@ class Peer:
         mode: str,
         *,
         quiet: float,
-        linger_until: float | None,
+        linger_until: float | Callable[[], float] | None,
         worth_waiting: Callable[[], bool] | None = None,
     ) -> None:
         """After delivery: wait as ``mode`` says, then close with FIN and read to the end.
 
         "linger" waits for the target to close on its own (ARTIM, PS3.8 §9.1.5) until
         ``linger_until``; a white-box target may say through ``worth_waiting`` that it is in no
-        state where that could happen, which ends the wait early.
+        state where that could happen, which ends the wait early. A callable ``linger_until``
+        is read again on each turn (the target's ARTIM may start later than ours: queueing).
         """
         if self.our_close == "rst":
             return
         if self.end is None and mode == "quiet":
             self.read_until(time.monotonic() + self.response_timeout, quiet=quiet)
         elif self.end is None and mode == "linger":
-            until = linger_until if linger_until is not None else time.monotonic() + quiet
+            fixed = time.monotonic() + quiet if linger_until is None else linger_until
+            deadline = fixed if callable(fixed) else lambda: fixed
+            until = deadline()
             while self.end is None and time.monotonic() < until:
                 self.read_until(min(until, time.monotonic() + quiet))
                 if worth_waiting is not None and not worth_waiting():
                     break
+                until = deadline()
             # Still open although we waited out the deadline: ARTIM did not close it.
             self.lingered_out = linger_until is not None and self.end is None
             self.lingered_out &= time.monotonic() >= until
