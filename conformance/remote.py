@@ -15,13 +15,13 @@ import time
 from collections.abc import Sequence
 
 from netdicom2.conformance.peer import Address, Closed, Connector, Frame, Listener, PeerError, Wire
-from netdicom2.conformance.runner import StepFailed, WireSteps, frame_text
+from netdicom2.conformance.runner import StepFailed, WireSteps
 from netdicom2.conformance.script import Accept, Connect, ElapseArtim, Script, Step
 from netdicom2.exceptions import NetDicomError
 from netdicom2.pdu import AAbortPDU, AAssociateAcPDU, AAssociateRjPDU, AAssociateRqPDU, decode
 from netdicom2.pdu import AReleaseRqPDU as _ReleaseRq
 
-__all__ = ["RemoteDriver", "probe_acceptor", "probe_idle", "probe_requestor"]
+__all__ = ["RemoteDriver", "probe_acceptor", "probe_requestor"]
 
 
 class Spawner:
@@ -163,38 +163,3 @@ def probe_requestor(listener: Listener, spawner: Spawner | None) -> dict[str, st
         wire.close()
         if spawner is not None:
             spawner.stop()
-
-
-def probe_idle(
-    address: Address, connector: Connector | None, rq: AAssociateRqPDU, wait: float
-) -> str:
-    """Associate and stay silent: what the peer does after its own idle timeout, if any.
-
-    PS3.8 prescribes nothing here (a local timer of the user or provider, §9.1.4 Note 2): the
-    report records whether it aborts then closes, closes bare, or waits.
-    """
-    try:
-        wire = Wire.connect(address, connector)
-    except PeerError as exc:
-        return f"not observed: {exc}"
-    try:
-        wire.send(rq.encode())
-        answer = wire.next_event(time.monotonic() + 5.0)
-        if not isinstance(answer, Frame) or answer.pdu_type != 0x02:
-            return "not observed: the association was not accepted"
-        start = time.monotonic()
-        seen: list[str] = []
-        while len(seen) < 3:
-            event = wire.next_event(start + wait)
-            if event is None:
-                seen.append(f"nothing within {wait:g} s")
-                break
-            if isinstance(event, Closed):
-                seen.append(f"closed ({event.how.upper()}) after {event.at - start:.1f} s")
-                break
-            seen.append(f"{frame_text(event.data)} after {event.at - start:.1f} s")
-        return "idle association: " + "; then ".join(seen)
-    except PeerError as exc:
-        return f"not observed: {exc}"
-    finally:
-        wire.close()
