@@ -113,8 +113,3 @@ def pdata_deviations(data: bytes, announced: int | None) -> list[str]:
             f"P-DATA-TF PDU-length {length} exceeds the maximum length {announced} we announced"
         ]
     return []
-
-
-def max_length_of(rq: AAssociateRqPDU | AAssociateAcPDU | None) -> int | None:
-    """The maximum length sub-item (51H) of an RQ or AC we sent."""
-    return None if rq is None else rq.max_length
