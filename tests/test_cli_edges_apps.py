@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.dicomfiles import write_part10
+from tests.scp_process import start_scp
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -179,17 +180,9 @@ def test_scp_max_dataset_size_garbage_is_a_usage_error(value: str) -> None:
 
 
 def _scp(*args: str) -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "netdicom2", "scp", "--port", "0", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=ENV,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert line.startswith("netdicom2 scp listening on 127.0.0.1:"), line
-    return proc, int(line.rsplit(":", 1)[1])
+    proc, (host, port) = start_scp(*args)
+    assert host == "127.0.0.1"  # the default --host
+    return proc, port
 
 
 @pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

@@ -16,7 +16,6 @@ import resource
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -62,6 +61,7 @@ from tests.probes import (
     sequential,
     settle,
 )
+from tests.scp_process import start_scp
 
 WAIT = 5.0
 STORE_SIZE = 300_000  # "a C-STORE of a few hundred KB"
@@ -211,19 +211,9 @@ def scp_process(*args: str, nofile: int | None = None) -> Iterator[tuple[Target,
             resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
 
     stderr: list[str] = []
-    process = subprocess.Popen(
-        [sys.executable, "-m", "netdicom2", "scp", "--port", "0", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=limit,
-    )
+    process, (host, port) = start_scp(*args, preexec_fn=limit)
     try:
-        assert process.stdout is not None
-        line = process.stdout.readline()  # "netdicom2 scp listening on 127.0.0.1:PORT"
-        assert "listening on" in line, process.stderr.read() if process.stderr else line
-        host, port = line.rsplit(" ", 1)[1].strip().rsplit(":", 1)
-        yield Target("netdicom2", (host, int(port)), pid=process.pid), stderr
+        yield Target("netdicom2", (host, port), pid=process.pid), stderr
     finally:
         process.send_signal(signal.SIGTERM)
         try:

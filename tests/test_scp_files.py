@@ -6,13 +6,11 @@ kill at any point of a data set (PS3.8 Annex E.2) and then look at the folder.
 
 from __future__ import annotations
 
-import os
 import select
 import signal
 import socket
 import struct
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,6 +40,7 @@ from netdicom2.items import PresentationDataValueItem
 from netdicom2.pdu import AAssociateAcPDU, AReleaseRqPDU, PDataTfPDU, decode
 from tests.dicomfiles import EXPLICIT_VR_LE, SECONDARY_CAPTURE, secondary_capture
 from tests.hostile import read_pdu
+from tests.scp_process import start_scp
 
 WAIT = 10.0
 ROOT = Path(__file__).resolve().parents[1]
@@ -280,18 +279,8 @@ def test_the_sweep_removes_only_files_no_live_writer_holds(tmp_path: Path) -> No
 
 def _start_scp(folder: Path) -> tuple[subprocess.Popen[str], int]:
     """`python -m netdicom2 scp --port 0 --output-dir folder`, with the port it printed."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "netdicom2", "scp", "--port", "0", "--output-dir", str(folder)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert "listening on 127.0.0.1:" in line, line + proc.stderr.read() if proc.stderr else ""
-    return proc, int(line.split("127.0.0.1:")[1].split()[0])
+    proc, (_, port) = start_scp("--output-dir", str(folder))
+    return proc, port
 
 
 def test_kill_9_leaves_no_final_name_and_the_next_start_sweeps(tmp_path: Path) -> None:
