@@ -354,7 +354,10 @@ def test_the_bytes_being_received_by_all_associations_are_bounded(tmp_path: Path
         first, second = RawRequestor(scp.address), RawRequestor(scp.address)
         first.store_rq(f"{UID}.1")
         first.send_pdv(STORAGE_CONTEXT, 0x00, b"\0" * 30000)
-        assert _wait_for(lambda: len(_temps(tmp_path)) == 1)
+        # All 30,000 bytes written (they may arrive in more than one read), not only the file.
+        files = scp.files
+        assert files is not None
+        assert _wait_for(lambda: files.in_progress == 30000 and len(_temps(tmp_path)) == 1)
         second.store_rq(f"{UID}.2")
         second.send_pdv(STORAGE_CONTEXT, 0x00, b"\0" * 30000)  # 60000 in all: refused at once
         assert second.response().status == OUT_OF_RESOURCES
